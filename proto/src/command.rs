@@ -1,0 +1,170 @@
+//! Commands the service sends to an agent, and the agent's replies.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::container::{ContainerSpec, ObservedContainer};
+
+/// A runtime operation on the agent's instance. Every command is idempotent: running
+/// it twice leaves the same result as running it once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    /// Make the container (pulling its image if it is not present). If a container with
+    /// the spec's uuid already exists, it is returned as it is.
+    Create {
+        /// What to make.
+        spec: Box<ContainerSpec>,
+    },
+    /// Start the container (no-op when running).
+    Start {
+        /// Berth uuid.
+        container: Uuid,
+    },
+    /// Stop: SIGTERM, then SIGKILL after the timeout (no-op when not running).
+    Stop {
+        /// Berth uuid.
+        container: Uuid,
+        /// Seconds to wait before SIGKILL; `None` is the engine's default.
+        timeout_secs: Option<u32>,
+    },
+    /// Stop then start.
+    Restart {
+        /// Berth uuid.
+        container: Uuid,
+        /// Seconds to wait before SIGKILL.
+        timeout_secs: Option<u32>,
+    },
+    /// Send a signal.
+    Kill {
+        /// Berth uuid.
+        container: Uuid,
+        /// Signal name or number, as Docker takes it (`SIGKILL`, `KILL`, `9`).
+        signal: String,
+    },
+    /// Freeze all processes.
+    Pause {
+        /// Berth uuid.
+        container: Uuid,
+    },
+    /// Thaw.
+    Unpause {
+        /// Berth uuid.
+        container: Uuid,
+    },
+    /// Remove the container (no-op when it does not exist).
+    Remove {
+        /// Berth uuid.
+        container: Uuid,
+        /// Kill it first if it is running.
+        force: bool,
+    },
+    /// Read the container's logs.
+    Logs {
+        /// Berth uuid.
+        container: Uuid,
+        /// Include stdout.
+        stdout: bool,
+        /// Include stderr.
+        stderr: bool,
+        /// Prefix each line with its RFC 3339 timestamp.
+        timestamps: bool,
+        /// Only the last N lines.
+        tail: Option<u64>,
+        /// Only lines since this Unix time (seconds).
+        since: Option<i64>,
+    },
+    /// Change resource limits of a live container.
+    Update {
+        /// Berth uuid.
+        container: Uuid,
+        /// New CPU limit in cores.
+        cpu: Option<f64>,
+        /// New memory limit in MiB.
+        memory_mib: Option<i64>,
+    },
+    /// Observe one container now.
+    Inspect {
+        /// Berth uuid.
+        container: Uuid,
+    },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create { .. } => "create",
+            Command::Start { .. } => "start",
+            Command::Stop { .. } => "stop",
+            Command::Restart { .. } => "restart",
+            Command::Kill { .. } => "kill",
+            Command::Pause { .. } => "pause",
+            Command::Unpause { .. } => "unpause",
+            Command::Remove { .. } => "remove",
+            Command::Logs { .. } => "logs",
+            Command::Update { .. } => "update",
+            Command::Inspect { .. } => "inspect",
+        }
+    }
+}
+
+/// What a command produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "value", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The command took effect; nothing to return.
+    Done,
+    /// The container as observed after the command.
+    Container(ObservedContainer),
+    /// Log text (stdout and stderr interleaved as the engine returned them).
+    Logs(String),
+}
+
+/// The reply to one command.
+pub type Reply = Result<Outcome, AgentError>;
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentError {
+    /// The class of failure, which decides how the service reacts.
+    pub kind: AgentErrorKind,
+    /// A sentence a person can act on.
+    pub message: String,
+}
+
+impl AgentError {
+    /// An error of this kind with this message.
+    pub fn new(kind: AgentErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for AgentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AgentError {}
+
+/// Classes of command failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentErrorKind {
+    /// No such container on the instance.
+    NotFound,
+    /// The image does not exist locally and could not be pulled.
+    ImageNotFound,
+    /// The engine refused because of the container's state or a resource in use
+    /// (for example a host port already taken).
+    Conflict,
+    /// The engine failed for another reason.
+    Runtime,
+    /// The agent could not be reached (not connected, connection lost, timed out).
+    /// Safe to retry: commands are idempotent.
+    Unavailable,
+}

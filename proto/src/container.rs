@@ -1,0 +1,136 @@
+//! Containers as the agent is asked to make them and as it observes them.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Everything an agent needs to make one container. Already validated by the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// Berth's uuid of the container; the Docker name is [`crate::docker_name`] of it.
+    pub uuid: Uuid,
+    /// Image reference, `repo[:tag]` or `repo@digest`.
+    pub image: String,
+    /// Command (Docker `Cmd`); empty means the image's default.
+    pub command: Vec<String>,
+    /// Entrypoint override (Docker `Entrypoint`); `None` keeps the image's.
+    pub entrypoint: Option<Vec<String>>,
+    /// Environment variables.
+    pub environment: BTreeMap<String, String>,
+    /// User labels; the agent adds its own `berth.*` labels on top.
+    pub labels: BTreeMap<String, String>,
+    /// Working directory inside the container.
+    pub workdir: Option<String>,
+    /// Hostname inside the container.
+    pub hostname: Option<String>,
+    /// CPU limit in cores (Docker `NanoCpus` = cpu × 1e9).
+    pub cpu: f64,
+    /// Memory limit in MiB.
+    pub memory_mib: i64,
+    /// Ports to publish on the instance.
+    pub ports: Vec<PortBinding>,
+    /// Docker restart policy name: `no`, `always`, `on-failure`, `unless-stopped`.
+    pub restart_policy: String,
+    /// Maximum retries for `on-failure`.
+    pub restart_max_retries: i64,
+    /// Keep stdin open (Docker `OpenStdin`).
+    pub interactive: bool,
+    /// Allocate a TTY.
+    pub tty: bool,
+    /// Remove the container when it exits.
+    pub auto_remove: bool,
+}
+
+/// One published port: `host_port` on the instance forwards to `container_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// Port on the instance; `None` lets the engine choose one.
+    pub host_port: Option<u16>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: Protocol,
+}
+
+/// Transport protocol of a published port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+impl Protocol {
+    /// The lower-case name Docker uses (`tcp`, `udp`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// The runtime's own state names (Docker's `State.Status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeState {
+    /// Made, never started.
+    Created,
+    /// Running.
+    Running,
+    /// Frozen by pause.
+    Paused,
+    /// Being restarted by the engine's restart policy.
+    Restarting,
+    /// Being removed.
+    Removing,
+    /// Exited (stopped, killed or finished).
+    Exited,
+    /// Dead: the engine could not remove it completely.
+    Dead,
+}
+
+/// A container as the agent sees it on its engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    /// Berth's uuid, from the container's label.
+    pub uuid: Uuid,
+    /// The engine's 64-hex id.
+    pub runtime_id: String,
+    /// Current state.
+    pub state: RuntimeState,
+    /// Exit code of the last run, when it has exited.
+    pub exit_code: Option<i64>,
+    /// Whether the last run was killed for running out of memory.
+    pub oom_killed: bool,
+    /// The engine's error text for the last start, if any.
+    pub error: Option<String>,
+    /// When the current or last run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When the last run finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Ports actually published (host ports filled in).
+    pub ports: Vec<PortBinding>,
+    /// How many times the engine restarted it.
+    pub restart_count: i64,
+}
+
+/// Something that happened to a container, reported by the agent as it happens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ContainerEvent {
+    /// The container's state changed (start, die, oom, pause, unpause, restart…).
+    Changed {
+        /// The container as observed right after the change.
+        container: ObservedContainer,
+    },
+    /// The container no longer exists on the engine.
+    Removed {
+        /// Berth's uuid.
+        uuid: Uuid,
+    },
+}

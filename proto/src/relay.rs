@@ -1,0 +1,109 @@
+//! Envelopes on the two kinds of relay connection.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::command::{Command, Reply};
+use crate::container::{ContainerEvent, ObservedContainer};
+
+/// Correlates a command with its reply. Chosen by the service, unique per request.
+pub type RequestId = Uuid;
+
+/// Service → relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServiceToRelay {
+    /// Deliver a command to the agent of `instance`.
+    Command {
+        /// Correlation id of this request.
+        request: RequestId,
+        /// The instance whose agent runs the command.
+        instance: Uuid,
+        /// The Berth action this command belongs to, for idempotency and audit.
+        action: Option<Uuid>,
+        /// What to run.
+        command: Command,
+    },
+}
+
+/// Relay → service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayToService {
+    /// The agent's reply to a command (or the relay's own `Unavailable` error when the
+    /// agent is not connected or went away before replying).
+    Reply {
+        /// The request this answers.
+        request: RequestId,
+        /// The result.
+        reply: Reply,
+    },
+    /// An agent connected (or reconnected) and reported every container it manages.
+    AgentConnected {
+        /// The agent's instance.
+        instance: Uuid,
+        /// The agent's full state.
+        containers: Vec<ObservedContainer>,
+    },
+    /// An agent's connection closed.
+    AgentDisconnected {
+        /// The agent's instance.
+        instance: Uuid,
+    },
+    /// Something happened on an agent's instance.
+    Event {
+        /// The agent's instance.
+        instance: Uuid,
+        /// Per-connection sequence number, starting at 1.
+        seq: u64,
+        /// What happened.
+        event: ContainerEvent,
+    },
+    /// The agents connected to this relay right now, sent once when a service connects.
+    Agents {
+        /// Instances with a live agent connection.
+        instances: Vec<Uuid>,
+    },
+}
+
+/// Relay → agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RelayToAgent {
+    /// Run a command and reply with the same request id.
+    Command {
+        /// Correlation id.
+        request: RequestId,
+        /// The Berth action this command belongs to.
+        action: Option<Uuid>,
+        /// What to run.
+        command: Command,
+    },
+    /// Ask the agent to send a fresh [`AgentToRelay::State`].
+    Resync,
+}
+
+/// Agent → relay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentToRelay {
+    /// The agent's full state: sent first on every connection, and on [`RelayToAgent::Resync`].
+    State {
+        /// Every container the agent manages.
+        containers: Vec<ObservedContainer>,
+    },
+    /// The reply to a command.
+    Reply {
+        /// The request this answers.
+        request: RequestId,
+        /// The result.
+        reply: Reply,
+    },
+    /// Something happened.
+    Event {
+        /// Per-connection sequence number, starting at 1.
+        seq: u64,
+        /// What happened.
+        event: ContainerEvent,
+    },
+}
