@@ -1,1 +1,22 @@
-//! placeholder
+//! Berth's API service.
+//!
+//! The service owns the database and serves the Zun-compatible REST API and the
+//! embedded Keystone-compatible identity API. It never talks to Docker: every runtime
+//! operation is a [`berth_proto::Command`] sent through a relay to the agent of the
+//! container's instance ([`agents`]). [`lifecycle`] drives containers through their
+//! states and [`reconciler`] folds what agents report back into the database.
+
+pub mod agents;
+pub mod api;
+pub mod db;
+pub mod domain;
+pub mod identity;
+pub mod lifecycle;
+pub mod reconciler;
+pub mod scheduler;
+pub mod settings;
+pub mod startup;
+pub mod state;
+
+pub use settings::ServiceSettings;
+pub use startup::Application;

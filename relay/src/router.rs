@@ -1,0 +1,504 @@
+//! The relay's routing tables, shared by every connection.
+//!
+//! One `std::sync::Mutex` guards everything, as mini-redis guards its `Db`: no
+//! operation awaits while holding it (messages are queued with `try_send`), each one is
+//! a few hash-map operations, and taking one lock keeps the tables mutually consistent:
+//! a service that registers sees exactly the agents registered before it, and every
+//! broadcast after it.
+//!
+//! Outbound queues are bounded. A peer that does not read fast enough to keep its
+//! queue from filling is closed instead of letting relay memory grow: its messages are
+//! not dropped silently, and it rebuilds its view by reconnecting (services get
+//! `Agents` and fresh state, agents report state again).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use berth_proto::{
+    AgentError, AgentErrorKind, AgentToRelay, Command, ContainerEvent, ObservedContainer,
+    RelayToAgent, RelayToService, Reply, RequestId, ServiceToRelay,
+};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tracing::{debug, info, warn};
+use uuid::Uuid;
+
+use crate::frame;
+
+/// Messages a connection may have queued before the relay gives up on it.
+pub(crate) const QUEUE_CAPACITY: usize = 256;
+
+/// Identifies one connection for the life of the process.
+pub(crate) type ConnId = u64;
+
+/// Why the relay closes a connection on its own initiative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kick {
+    /// A newer connection for the same instance took over.
+    Replaced,
+    /// The outbound queue filled up.
+    Overflow,
+}
+
+/// The router's end of a connection: where its outbound messages go.
+struct Outbox {
+    conn: ConnId,
+    messages: mpsc::Sender<Message>,
+    kick: watch::Sender<Option<Kick>>,
+}
+
+/// The connection handler's end: what to write, and whether to hang up.
+pub(crate) struct Inbox {
+    pub(crate) messages: mpsc::Receiver<Message>,
+    pub(crate) kick: KickSignal,
+    // Held so that `messages` never reports closed: the relay ends a connection only
+    // through `kick`, which says why.
+    _keep_open: mpsc::Sender<Message>,
+}
+
+/// Tells a connection handler when the router wants its connection closed, and why.
+pub(crate) struct KickSignal(watch::Receiver<Option<Kick>>);
+
+impl KickSignal {
+    /// Completes when the router asks this connection to close.
+    pub(crate) async fn kicked(&mut self) -> Kick {
+        let kick = self.0.wait_for(Option::is_some).await.map(|kick| *kick);
+        match kick {
+            Ok(Some(kick)) => kick,
+            // The router dropped the connection's entry without a kick, which happens
+            // only after the connection itself ended; nothing left to wait for.
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+fn outbox(conn: ConnId) -> (Outbox, Inbox) {
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let (kick_tx, kick_rx) = watch::channel(None);
+    let outbox = Outbox {
+        conn,
+        messages: tx.clone(),
+        kick: kick_tx,
+    };
+    let inbox = Inbox {
+        messages: rx,
+        kick: KickSignal(kick_rx),
+        _keep_open: tx,
+    };
+    (outbox, inbox)
+}
+
+impl Outbox {
+    /// Queue a message without waiting. Returns false when it was not queued: the
+    /// connection is closing, or its queue was full and it is now being closed.
+    fn deliver(&self, message: Message) -> bool {
+        match self.messages.try_send(message) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                if self.kick(Kick::Overflow) {
+                    warn!(
+                        connection.id = self.conn,
+                        queue.capacity = QUEUE_CAPACITY,
+                        "closing a connection that is not reading its messages fast enough"
+                    );
+                }
+                false
+            }
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Ask the connection to close. True the first time only, so the reason logged and
+    /// sent is the first one.
+    fn kick(&self, why: Kick) -> bool {
+        self.kick.send_if_modified(|kick| {
+            if kick.is_none() {
+                *kick = Some(why);
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+struct AgentEntry {
+    outbox: Outbox,
+}
+
+struct Pending {
+    /// The service connection waiting for the reply.
+    service: ConnId,
+    /// The instance the command was sent to; only its agent may answer.
+    instance: Uuid,
+    /// The agent connection the command went out on; if it closes, the request fails.
+    agent_conn: ConnId,
+    /// The timeout task, stopped when the request is answered.
+    timer: AbortHandle,
+}
+
+#[derive(Default)]
+struct Tables {
+    agents: HashMap<Uuid, AgentEntry>,
+    services: HashMap<ConnId, Outbox>,
+    pending: HashMap<RequestId, Pending>,
+}
+
+impl Tables {
+    fn to_all_services(&self, message: &RelayToService) {
+        // Encoded once: the frame's payload is reference-counted, so each service's
+        // queue holds a cheap clone.
+        let frame = frame::encode(message);
+        for service in self.services.values() {
+            service.deliver(frame.clone());
+        }
+    }
+
+    fn to_service(&self, service: ConnId, message: &RelayToService) {
+        if let Some(outbox) = self.services.get(&service) {
+            outbox.deliver(frame::encode(message));
+        }
+    }
+
+    fn reply(&self, service: ConnId, request: RequestId, reply: Reply) {
+        self.to_service(service, &RelayToService::Reply { request, reply });
+    }
+}
+
+/// The shared routing state of one relay.
+pub(crate) struct Router {
+    tables: Mutex<Tables>,
+    request_timeout: Duration,
+    next_conn: AtomicU64,
+}
+
+impl Router {
+    pub(crate) fn new(request_timeout: Duration) -> Self {
+        Self {
+            tables: Mutex::new(Tables::default()),
+            request_timeout,
+            next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A fresh connection id.
+    pub(crate) fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        // A panic elsewhere while holding the lock cannot leave a map half-updated in a
+        // way that breaks routing for everyone else, so keep serving.
+        self.tables.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Register the agent of `instance`, replacing (and closing) an older connection
+    /// for the same instance: the newer one is the agent that is alive.
+    pub(crate) fn agent_connected(&self, conn: ConnId, instance: Uuid) -> Inbox {
+        let (outbox, inbox) = outbox(conn);
+        let mut tables = self.lock();
+        if let Some(old) = tables.agents.insert(instance, AgentEntry { outbox }) {
+            info!(
+                instance.id = %instance,
+                connection.replaced = old.outbox.conn,
+                "a newer connection replaces the agent's previous one"
+            );
+            old.outbox.kick(Kick::Replaced);
+        }
+        inbox
+    }
+
+    /// Route one message from the agent of `instance` on connection `conn`.
+    pub(crate) fn agent_message(&self, conn: ConnId, instance: Uuid, message: AgentToRelay) {
+        match message {
+            AgentToRelay::State { containers } => {
+                let tables = self.lock();
+                if is_current(&tables, conn, instance) {
+                    debug!(instance.id = %instance, containers = containers.len(), "agent state");
+                    tables.to_all_services(&agent_connected(instance, containers));
+                }
+            }
+            AgentToRelay::Event { seq, event } => {
+                let tables = self.lock();
+                if is_current(&tables, conn, instance) {
+                    tables.to_all_services(&agent_event(instance, seq, event));
+                }
+            }
+            AgentToRelay::Reply { request, reply } => self.agent_replied(instance, request, reply),
+        }
+    }
+
+    fn agent_replied(&self, instance: Uuid, request: RequestId, reply: Reply) {
+        let mut tables = self.lock();
+        match tables.pending.get(&request) {
+            None => {
+                debug!(
+                    instance.id = %instance,
+                    request.id = %request,
+                    "dropping a reply nobody waits for (timed out, failed, or its service left)"
+                );
+            }
+            Some(pending) if pending.instance != instance => {
+                // An agent acts only for its own instance: it may not answer, and so
+                // steal or forge the result of, a command sent to another one.
+                warn!(
+                    instance.id = %instance,
+                    request.id = %request,
+                    request.instance = %pending.instance,
+                    "ignoring an agent's reply to a request addressed to another instance"
+                );
+            }
+            Some(_) => {
+                let pending = tables
+                    .pending
+                    .remove(&request)
+                    .expect("the entry was just found");
+                pending.timer.abort();
+                debug!(instance.id = %instance, request.id = %request, "reply");
+                tables.reply(pending.service, request, reply);
+            }
+        }
+    }
+
+    /// Forget the agent connection `conn`: fail its unanswered requests and, unless a
+    /// newer connection already took over the instance, tell the services it is gone.
+    pub(crate) fn agent_disconnected(&self, conn: ConnId, instance: Uuid) {
+        let mut tables = self.lock();
+        // A scan rather than an index per connection: pending requests are few (one per
+        // command in flight), and disconnects are rare next to commands.
+        let failed: Vec<RequestId> = tables
+            .pending
+            .iter()
+            .filter(|(_, pending)| pending.agent_conn == conn)
+            .map(|(request, _)| *request)
+            .collect();
+        for request in failed {
+            let pending = tables.pending.remove(&request).expect("just listed");
+            pending.timer.abort();
+            info!(
+                instance.id = %instance,
+                request.id = %request,
+                "failing a request: its agent disconnected before replying"
+            );
+            tables.reply(
+                pending.service,
+                request,
+                unavailable(format!(
+                    "the agent of instance {instance} disconnected before replying; the command is safe to retry"
+                )),
+            );
+        }
+        if is_current(&tables, conn, instance) {
+            tables.agents.remove(&instance);
+            tables.to_all_services(&RelayToService::AgentDisconnected { instance });
+            info!(instance.id = %instance, "agent disconnected");
+        }
+    }
+
+    /// Register a service connection. It first learns which agents are connected, and
+    /// each of those agents is asked to report its full state again so that the new
+    /// service hears it too.
+    pub(crate) fn service_connected(&self, conn: ConnId) -> Inbox {
+        let (outbox, inbox) = outbox(conn);
+        let mut tables = self.lock();
+        let mut instances: Vec<Uuid> = tables.agents.keys().copied().collect();
+        instances.sort_unstable();
+        outbox.deliver(frame::encode(&RelayToService::Agents { instances }));
+        tables.services.insert(conn, outbox);
+        let resync = frame::encode(&RelayToAgent::Resync);
+        for agent in tables.agents.values() {
+            agent.outbox.deliver(resync.clone());
+        }
+        inbox
+    }
+
+    /// Route one message from service connection `conn`.
+    pub(crate) fn service_message(self: &Arc<Self>, conn: ConnId, message: ServiceToRelay) {
+        match message {
+            ServiceToRelay::Command {
+                request,
+                instance,
+                action,
+                command,
+            } => self.command(conn, request, instance, action, command),
+        }
+    }
+
+    fn command(
+        self: &Arc<Self>,
+        service: ConnId,
+        request: RequestId,
+        instance: Uuid,
+        action: Option<Uuid>,
+        command: Command,
+    ) {
+        let mut tables = self.lock();
+        if tables.pending.contains_key(&request) {
+            warn!(
+                instance.id = %instance,
+                request.id = %request,
+                "refusing a command whose request id is already in flight"
+            );
+            tables.reply(
+                service,
+                request,
+                Err(AgentError::new(
+                    AgentErrorKind::Conflict,
+                    format!("request id {request} is already in flight; use a fresh id for every request"),
+                )),
+            );
+            return;
+        }
+        let name = command.name();
+        let Some(agent) = tables.agents.get(&instance) else {
+            debug!(instance.id = %instance, request.id = %request, command = name, "no agent for the command");
+            tables.reply(
+                service,
+                request,
+                unavailable(format!(
+                    "no agent is connected for instance {instance}; retry when it reconnects"
+                )),
+            );
+            return;
+        };
+        let agent_conn = agent.outbox.conn;
+        let sent = agent.outbox.deliver(frame::encode(&RelayToAgent::Command {
+            request,
+            action,
+            command,
+        }));
+        if !sent {
+            tables.reply(
+                service,
+                request,
+                unavailable(format!(
+                    "the agent of instance {instance} is not keeping up and is being disconnected; retry when it reconnects"
+                )),
+            );
+            return;
+        }
+        debug!(instance.id = %instance, request.id = %request, command = name, "command sent to the agent");
+        let timer = tokio::spawn(expire_later(
+            Arc::downgrade(self),
+            request,
+            self.request_timeout,
+        ))
+        .abort_handle();
+        tables.pending.insert(
+            request,
+            Pending {
+                service,
+                instance,
+                agent_conn,
+                timer,
+            },
+        );
+    }
+
+    fn expire(&self, request: RequestId) {
+        let mut tables = self.lock();
+        let Some(pending) = tables.pending.remove(&request) else {
+            return;
+        };
+        let instance = pending.instance;
+        let waited = seconds(self.request_timeout);
+        warn!(instance.id = %instance, request.id = %request, timeout.secs = waited, "the agent did not reply in time");
+        tables.reply(
+            pending.service,
+            request,
+            unavailable(format!(
+                "timed out after {waited} s waiting for the agent of instance {instance}"
+            )),
+        );
+    }
+
+    /// Forget service connection `conn` and its requests: replies to them have nowhere
+    /// to go.
+    pub(crate) fn service_disconnected(&self, conn: ConnId) {
+        let mut tables = self.lock();
+        tables.services.remove(&conn);
+        tables.pending.retain(|_, pending| {
+            let keep = pending.service != conn;
+            if !keep {
+                pending.timer.abort();
+            }
+            keep
+        });
+    }
+}
+
+async fn expire_later(router: Weak<Router>, request: RequestId, after: Duration) {
+    tokio::time::sleep(after).await;
+    // A relay that stopped meanwhile has nobody left to tell.
+    if let Some(router) = router.upgrade() {
+        router.expire(request);
+    }
+}
+
+/// Whether `conn` is still the registered connection of `instance`. A replaced
+/// connection's state and events are stale next to the newer connection's, so they are
+/// not forwarded.
+fn is_current(tables: &Tables, conn: ConnId, instance: Uuid) -> bool {
+    tables
+        .agents
+        .get(&instance)
+        .is_some_and(|agent| agent.outbox.conn == conn)
+}
+
+fn agent_connected(instance: Uuid, containers: Vec<ObservedContainer>) -> RelayToService {
+    RelayToService::AgentConnected {
+        instance,
+        containers,
+    }
+}
+
+fn agent_event(instance: Uuid, seq: u64, event: ContainerEvent) -> RelayToService {
+    RelayToService::Event {
+        instance,
+        seq,
+        event,
+    }
+}
+
+fn unavailable(message: String) -> Reply {
+    Err(AgentError::new(AgentErrorKind::Unavailable, message))
+}
+
+/// `120` for two minutes, `0.3` for 300 ms.
+fn seconds(duration: Duration) -> f64 {
+    duration.as_secs_f64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_outbound_queue_closes_its_connection_instead_of_growing() {
+        let (outbox, mut inbox) = outbox(7);
+        for _ in 0..QUEUE_CAPACITY {
+            assert!(outbox.deliver(Message::text("x")));
+        }
+        assert!(!outbox.deliver(Message::text("one too many")));
+        assert_eq!(inbox.kick.kicked().await, Kick::Overflow);
+        assert_eq!(inbox.messages.len(), QUEUE_CAPACITY);
+    }
+
+    #[tokio::test]
+    async fn the_first_reason_to_close_a_connection_is_the_one_kept() {
+        let (outbox, mut inbox) = outbox(7);
+        assert!(outbox.kick(Kick::Replaced));
+        assert!(!outbox.kick(Kick::Overflow));
+        assert_eq!(inbox.kick.kicked().await, Kick::Replaced);
+    }
+
+    #[test]
+    fn timeouts_are_written_in_seconds_without_needless_decimals() {
+        assert_eq!(seconds(Duration::from_secs(120)).to_string(), "120");
+        assert_eq!(seconds(Duration::from_millis(300)).to_string(), "0.3");
+    }
+}

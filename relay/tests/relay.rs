@@ -1,0 +1,721 @@
+//! Black-box tests: a real relay on port 0, with WebSocket clients playing agents and
+//! services, and credentials signed by a key made for the test.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use berth_proto::auth::{AgentClaims, ServiceClaims, AGENT_AUDIENCE, SERVICE_AUDIENCE};
+use berth_proto::container::{ContainerEvent, ObservedContainer, RuntimeState};
+use berth_proto::{
+    AgentError, AgentErrorKind, AgentToRelay, Command, Outcome, RelayToAgent, RelayToService,
+    ServiceToRelay, RELAY_AGENT_PATH, RELAY_SERVICE_PATH,
+};
+use berth_relay::{Relay, RelaySettings};
+use futures_util::{SinkExt, StreamExt};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use ring::rand::SystemRandom;
+use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+/// How long a test waits for something that should happen promptly.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+/// DER prefix of a P-256 SubjectPublicKeyInfo; the 65-byte uncompressed point follows.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
+
+/// A throw-away ES256 key standing in for the service's credential key.
+struct SigningKey {
+    encoding: EncodingKey,
+    public_pem: String,
+}
+
+impl SigningKey {
+    fn generate() -> Self {
+        let rng = SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .expect("generate a P-256 key");
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+            .expect("parse the generated key");
+        let mut spki = P256_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(pair.public_key().as_ref());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
+        let public_pem = format!("-----BEGIN PUBLIC KEY-----\n{b64}\n-----END PUBLIC KEY-----\n");
+        Self {
+            encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            public_pem,
+        }
+    }
+
+    fn sign<T: Serialize>(&self, claims: &T) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), claims, &self.encoding)
+            .expect("sign the credential")
+    }
+
+    /// An agent credential for `instance`, expiring `ttl_secs` from now (negative: in the past).
+    fn agent_token(&self, instance: Uuid, ttl_secs: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&AgentClaims {
+            sub: format!("agent:{instance}"),
+            instance,
+            aud: AGENT_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + ttl_secs,
+        })
+    }
+
+    fn service_token(&self, ttl_secs: i64) -> String {
+        let now = chrono::Utc::now().timestamp();
+        self.sign(&ServiceClaims {
+            sub: "service-test".to_owned(),
+            aud: SERVICE_AUDIENCE.to_owned(),
+            iat: now,
+            exp: now + ttl_secs,
+        })
+    }
+}
+
+/// A relay running in the background for one test; stopped when dropped.
+struct TestRelay {
+    addr: SocketAddr,
+    key: SigningKey,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestRelay {
+    async fn start() -> Self {
+        Self::start_with_timeout(Duration::from_secs(120)).await
+    }
+
+    async fn start_with_timeout(request_timeout: Duration) -> Self {
+        Self::start_with(|settings| settings.request_timeout = request_timeout).await
+    }
+
+    async fn start_with(adjust: impl FnOnce(&mut RelaySettings)) -> Self {
+        let key = SigningKey::generate();
+        let mut settings =
+            RelaySettings::new("127.0.0.1:0".parse().unwrap(), key.public_pem.clone());
+        adjust(&mut settings);
+        let relay = Relay::bind(settings).await.expect("bind the relay");
+        let addr = relay.local_addr();
+        let task = tokio::spawn(relay.run_until_stopped());
+        Self { addr, key, task }
+    }
+
+    /// Open a WebSocket to `path`, with `Authorization: <authorization>` when given.
+    async fn connect(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Peer, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("ws://{}{path}", self.addr)
+            .into_client_request()
+            .unwrap();
+        if let Some(value) = authorization {
+            request
+                .headers_mut()
+                .insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        }
+        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+            .await
+            .expect("the relay answers the upgrade in time")?;
+        Ok(Peer { ws })
+    }
+
+    /// The HTTP status the relay answers an upgrade with, when it refuses it.
+    async fn refusal(&self, path: &str, authorization: Option<&str>) -> StatusCode {
+        match self.connect(path, authorization).await {
+            Ok(_) => panic!("the relay accepted a connection to {path} it should refuse"),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status(),
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        }
+    }
+
+    /// An agent of `instance` that has connected and reported `containers`.
+    async fn agent(&self, instance: Uuid, containers: Vec<ObservedContainer>) -> Peer {
+        let token = self.key.agent_token(instance, 3600);
+        let mut agent = self
+            .connect(RELAY_AGENT_PATH, Some(&format!("Bearer {token}")))
+            .await
+            .expect("an agent with a valid credential connects");
+        agent.send(&AgentToRelay::State { containers }).await;
+        agent
+    }
+
+    /// A service that has connected and read the relay's `Agents` greeting.
+    async fn service(&self) -> (Peer, Vec<Uuid>) {
+        let token = self.key.service_token(3600);
+        let mut service = self
+            .connect(RELAY_SERVICE_PATH, Some(&format!("Bearer {token}")))
+            .await
+            .expect("a service with a valid credential connects");
+        match service.recv::<RelayToService>().await {
+            RelayToService::Agents { instances } => (service, instances),
+            other => panic!("a service's first message should be Agents, got {other:?}"),
+        }
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One client connection, agent or service.
+struct Peer {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Peer {
+    async fn send<T: Serialize>(&mut self, message: &T) {
+        let text = serde_json::to_string(message).unwrap();
+        self.ws
+            .send(Message::text(text))
+            .await
+            .expect("send a frame");
+    }
+
+    /// The next relay message, skipping pings; fails the test after [`DEADLINE`].
+    async fn recv<T: DeserializeOwned>(&mut self) -> T {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("a message arrives before the deadline")
+                .expect("the connection is still open")
+                .expect("the connection reads cleanly");
+            match frame {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("a relay message")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Wait for the relay to close this connection; returns the close code it sent.
+    async fn closed(&mut self) -> Option<CloseCode> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .expect("the relay closes the connection before the deadline")
+            {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| f.code),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+fn observed(uuid: Uuid, state: RuntimeState) -> ObservedContainer {
+    ObservedContainer {
+        uuid,
+        runtime_id: "0123456789abcdef".repeat(4),
+        state,
+        exit_code: None,
+        oom_killed: false,
+        error: None,
+        started_at: None,
+        finished_at: None,
+        ports: Vec::new(),
+        restart_count: 0,
+    }
+}
+
+fn start(container: Uuid) -> Command {
+    Command::Start { container }
+}
+
+fn command_for(request: Uuid, instance: Uuid, command: Command) -> ServiceToRelay {
+    ServiceToRelay::Command {
+        request,
+        instance,
+        action: Some(Uuid::new_v4()),
+        command,
+    }
+}
+
+/// Assert that `reply` is the relay's `Unavailable` error, and return its message.
+fn unavailable_message(reply: RelayToService, request: Uuid) -> String {
+    match reply {
+        RelayToService::Reply {
+            request: answered,
+            reply: Err(AgentError { kind, message }),
+        } if answered == request => {
+            assert_eq!(kind, AgentErrorKind::Unavailable, "{message}");
+            message
+        }
+        other => panic!("expected an Unavailable reply to {request}, got {other:?}"),
+    }
+}
+
+/// Make `service` and `agent` exchange one command, proving that nothing else was
+/// queued for either of them before it.
+async fn round_trip(service: &mut Peer, agent: &mut Peer, instance: Uuid) {
+    let request = Uuid::new_v4();
+    let container = Uuid::new_v4();
+    service
+        .send(&command_for(request, instance, start(container)))
+        .await;
+    match agent.recv::<RelayToAgent>().await {
+        RelayToAgent::Command {
+            request: got,
+            command,
+            ..
+        } => {
+            assert_eq!(got, request);
+            assert_eq!(command, start(container));
+        }
+        other => panic!("expected the round-trip command, got {other:?}"),
+    }
+    agent
+        .send(&AgentToRelay::Reply {
+            request,
+            reply: Ok(Outcome::Done),
+        })
+        .await;
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::Reply {
+            request,
+            reply: Ok(Outcome::Done)
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_command_reaches_the_agent_of_its_instance_and_the_reply_returns_only_to_its_sender() {
+    let relay = TestRelay::start().await;
+    let (mut sender, _) = relay.service().await;
+    let (mut bystander, _) = relay.service().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut agent_a = relay.agent(a, Vec::new()).await;
+    let mut agent_b = relay.agent(b, Vec::new()).await;
+    // Both services hear both agents connect: the agents are now registered.
+    for service in [&mut sender, &mut bystander] {
+        for _ in 0..2 {
+            assert!(matches!(
+                service.recv::<RelayToService>().await,
+                RelayToService::AgentConnected { .. }
+            ));
+        }
+    }
+
+    let request = Uuid::new_v4();
+    let action = Some(Uuid::new_v4());
+    let container = Uuid::new_v4();
+    sender
+        .send(&ServiceToRelay::Command {
+            request,
+            instance: a,
+            action,
+            command: Command::Inspect { container },
+        })
+        .await;
+    assert_eq!(
+        agent_a.recv::<RelayToAgent>().await,
+        RelayToAgent::Command {
+            request,
+            action,
+            command: Command::Inspect { container }
+        }
+    );
+    let outcome = Outcome::Container(observed(container, RuntimeState::Running));
+    agent_a
+        .send(&AgentToRelay::Reply {
+            request,
+            reply: Ok(outcome.clone()),
+        })
+        .await;
+    assert_eq!(
+        sender.recv::<RelayToService>().await,
+        RelayToService::Reply {
+            request,
+            reply: Ok(outcome)
+        }
+    );
+
+    // Agent B got nothing before its own command, and the bystander got no copy of the
+    // reply before its own.
+    round_trip(&mut bystander, &mut agent_b, b).await;
+}
+
+#[tokio::test]
+async fn an_agent_credential_is_refused_on_the_service_path_and_a_service_credential_on_the_agent_path(
+) {
+    let relay = TestRelay::start().await;
+    let agent_token = relay.key.agent_token(Uuid::new_v4(), 3600);
+    let service_token = relay.key.service_token(3600);
+    assert_eq!(
+        relay
+            .refusal(RELAY_SERVICE_PATH, Some(&format!("Bearer {agent_token}")))
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        relay
+            .refusal(RELAY_AGENT_PATH, Some(&format!("Bearer {service_token}")))
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn missing_malformed_expired_and_foreign_credentials_get_401() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let expired = relay.key.agent_token(instance, -3600);
+    let foreign = SigningKey::generate().agent_token(instance, 3600);
+    let valid = relay.key.agent_token(instance, 3600);
+    let cases = [
+        ("missing", None),
+        ("not a JWT", Some("Bearer not-a-token".to_owned())),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("signed by another key", Some(format!("Bearer {foreign}"))),
+        ("not a Bearer scheme", Some(format!("Basic {valid}"))),
+    ];
+    for (case, authorization) in cases {
+        for path in [RELAY_AGENT_PATH, RELAY_SERVICE_PATH] {
+            assert_eq!(
+                relay.refusal(path, authorization.as_deref()).await,
+                StatusCode::UNAUTHORIZED,
+                "{case} credential on {path}"
+            );
+        }
+    }
+    // The same relay admits the valid credential, so the refusals above were about the
+    // credentials.
+    relay.agent(instance, Vec::new()).await;
+}
+
+#[tokio::test]
+async fn a_path_other_than_the_agent_and_service_paths_gets_404() {
+    let relay = TestRelay::start().await;
+    let token = relay.key.service_token(3600);
+    assert_eq!(
+        relay
+            .refusal("/v1/other", Some(&format!("Bearer {token}")))
+            .await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(relay.refusal("/", None).await, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_command_for_an_instance_without_an_agent_gets_unavailable_at_once() {
+    let relay = TestRelay::start().await;
+    let (mut service, instances) = relay.service().await;
+    assert!(instances.is_empty());
+    let (request, instance) = (Uuid::new_v4(), Uuid::new_v4());
+    service
+        .send(&command_for(request, instance, start(Uuid::new_v4())))
+        .await;
+    let message = unavailable_message(service.recv().await, request);
+    assert_eq!(
+        message,
+        format!("no agent is connected for instance {instance}; retry when it reconnects")
+    );
+}
+
+#[tokio::test]
+async fn an_agent_disconnecting_with_a_pending_request_yields_unavailable_and_agent_disconnected() {
+    let relay = TestRelay::start().await;
+    let (mut service, _) = relay.service().await;
+    let instance = Uuid::new_v4();
+    let mut agent = relay.agent(instance, Vec::new()).await;
+    assert!(matches!(
+        service.recv().await,
+        RelayToService::AgentConnected { .. }
+    ));
+
+    let request = Uuid::new_v4();
+    service
+        .send(&command_for(request, instance, start(Uuid::new_v4())))
+        .await;
+    assert!(matches!(
+        agent.recv().await,
+        RelayToAgent::Command { request: got, .. } if got == request
+    ));
+    agent.ws.close(None).await.unwrap();
+    drop(agent);
+
+    let message = unavailable_message(service.recv().await, request);
+    assert_eq!(
+        message,
+        format!("the agent of instance {instance} disconnected before replying; the command is safe to retry")
+    );
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::AgentDisconnected { instance }
+    );
+    // And the instance is now unreachable.
+    let next = Uuid::new_v4();
+    service
+        .send(&command_for(next, instance, start(Uuid::new_v4())))
+        .await;
+    unavailable_message(service.recv().await, next);
+}
+
+#[tokio::test]
+async fn agent_state_events_and_disconnection_reach_every_service() {
+    let relay = TestRelay::start().await;
+    let (mut first, _) = relay.service().await;
+    let (mut second, _) = relay.service().await;
+    let instance = Uuid::new_v4();
+    let container = Uuid::new_v4();
+    let state = vec![observed(container, RuntimeState::Running)];
+    let mut agent = relay.agent(instance, state.clone()).await;
+    let exited = ContainerEvent::Changed {
+        container: observed(container, RuntimeState::Exited),
+    };
+    agent
+        .send(&AgentToRelay::Event {
+            seq: 1,
+            event: exited.clone(),
+        })
+        .await;
+    agent
+        .send(&AgentToRelay::Event {
+            seq: 2,
+            event: ContainerEvent::Removed { uuid: container },
+        })
+        .await;
+    agent.ws.close(None).await.unwrap();
+
+    for service in [&mut first, &mut second] {
+        assert_eq!(
+            service.recv::<RelayToService>().await,
+            RelayToService::AgentConnected {
+                instance,
+                containers: state.clone()
+            }
+        );
+        assert_eq!(
+            service.recv::<RelayToService>().await,
+            RelayToService::Event {
+                instance,
+                seq: 1,
+                event: exited.clone()
+            }
+        );
+        assert_eq!(
+            service.recv::<RelayToService>().await,
+            RelayToService::Event {
+                instance,
+                seq: 2,
+                event: ContainerEvent::Removed { uuid: container }
+            }
+        );
+        assert_eq!(
+            service.recv::<RelayToService>().await,
+            RelayToService::AgentDisconnected { instance }
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_new_service_learns_the_connected_agents_and_each_agent_is_asked_to_resync() {
+    let relay = TestRelay::start().await;
+    let (mut first, _) = relay.service().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut agent_a = relay.agent(a, Vec::new()).await;
+    let mut agent_b = relay.agent(b, Vec::new()).await;
+    for _ in 0..2 {
+        assert!(matches!(
+            first.recv().await,
+            RelayToService::AgentConnected { .. }
+        ));
+    }
+
+    let (mut late, mut instances) = relay.service().await;
+    instances.sort();
+    let mut expected = vec![a, b];
+    expected.sort();
+    assert_eq!(instances, expected);
+    for agent in [&mut agent_a, &mut agent_b] {
+        assert_eq!(agent.recv::<RelayToAgent>().await, RelayToAgent::Resync);
+    }
+
+    // The resynced state reaches the late service.
+    let container = Uuid::new_v4();
+    let state = vec![observed(container, RuntimeState::Paused)];
+    agent_a
+        .send(&AgentToRelay::State {
+            containers: state.clone(),
+        })
+        .await;
+    assert_eq!(
+        late.recv::<RelayToService>().await,
+        RelayToService::AgentConnected {
+            instance: a,
+            containers: state
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_command_the_agent_does_not_answer_in_time_gets_unavailable_and_a_late_reply_is_dropped()
+{
+    let relay = TestRelay::start_with_timeout(Duration::from_millis(300)).await;
+    let (mut service, _) = relay.service().await;
+    let instance = Uuid::new_v4();
+    let mut agent = relay.agent(instance, Vec::new()).await;
+    assert!(matches!(
+        service.recv().await,
+        RelayToService::AgentConnected { .. }
+    ));
+
+    let request = Uuid::new_v4();
+    service
+        .send(&command_for(request, instance, start(Uuid::new_v4())))
+        .await;
+    assert!(matches!(agent.recv().await, RelayToAgent::Command { .. }));
+    let message = unavailable_message(service.recv().await, request);
+    assert_eq!(
+        message,
+        format!("timed out after 0.3 s waiting for the agent of instance {instance}")
+    );
+
+    agent
+        .send(&AgentToRelay::Reply {
+            request,
+            reply: Ok(Outcome::Done),
+        })
+        .await;
+    // The service's next message is the reply to its next command, not the late one.
+    round_trip(&mut service, &mut agent, instance).await;
+}
+
+#[tokio::test]
+async fn an_agent_cannot_answer_a_request_sent_to_another_instance() {
+    let relay = TestRelay::start().await;
+    let (mut service, _) = relay.service().await;
+    let (victim, intruder) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut victim_agent = relay.agent(victim, Vec::new()).await;
+    let mut intruder_agent = relay.agent(intruder, Vec::new()).await;
+    for _ in 0..2 {
+        assert!(matches!(
+            service.recv().await,
+            RelayToService::AgentConnected { .. }
+        ));
+    }
+
+    let request = Uuid::new_v4();
+    service
+        .send(&command_for(request, victim, start(Uuid::new_v4())))
+        .await;
+    assert!(matches!(
+        victim_agent.recv().await,
+        RelayToAgent::Command { .. }
+    ));
+    intruder_agent
+        .send(&AgentToRelay::Reply {
+            request,
+            reply: Ok(Outcome::Logs("forged".to_owned())),
+        })
+        .await;
+    // The intruder's frame is handled before the victim's reply is even sent; the
+    // service must still get the victim's answer.
+    round_trip(&mut service, &mut intruder_agent, intruder).await;
+    victim_agent
+        .send(&AgentToRelay::Reply {
+            request,
+            reply: Ok(Outcome::Done),
+        })
+        .await;
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::Reply {
+            request,
+            reply: Ok(Outcome::Done)
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_newer_agent_connection_replaces_and_closes_the_older_one() {
+    let relay = TestRelay::start().await;
+    let (mut service, _) = relay.service().await;
+    let instance = Uuid::new_v4();
+    let mut old = relay.agent(instance, Vec::new()).await;
+    assert!(matches!(
+        service.recv().await,
+        RelayToService::AgentConnected { .. }
+    ));
+    let mut new = relay.agent(instance, Vec::new()).await;
+    assert_eq!(old.closed().await, Some(CloseCode::Normal));
+    assert!(matches!(
+        service.recv().await,
+        RelayToService::AgentConnected { instance: got, .. } if got == instance
+    ));
+    // Commands now reach the new connection, and the old one's closing did not make
+    // the relay announce the instance as disconnected.
+    round_trip(&mut service, &mut new, instance).await;
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_something_other_than_relay_json_is_closed() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let mut agent = relay.agent(instance, Vec::new()).await;
+    agent
+        .ws
+        .send(Message::text("{\"type\":\"no_such_message\"}"))
+        .await
+        .unwrap();
+    assert_eq!(agent.closed().await, Some(CloseCode::Invalid));
+}
+
+#[tokio::test]
+async fn a_client_over_the_connection_cap_waits_until_a_connection_closes() {
+    let relay = std::sync::Arc::new(TestRelay::start_with(|s| s.max_connections = 1).await);
+    let (mut first, _) = relay.service().await;
+    let mut second = tokio::spawn({
+        let relay = std::sync::Arc::clone(&relay);
+        async move { relay.service().await }
+    });
+    // Proving that something does not happen takes a bounded wait; the cap holds the
+    // second client in the backlog for as long as the first one stays.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut second)
+            .await
+            .is_err(),
+        "a second client was served while the only slot was taken"
+    );
+    first.ws.close(None).await.unwrap();
+    let (_second, instances) = tokio::time::timeout(DEADLINE, second)
+        .await
+        .expect("the waiting client is served once the slot frees")
+        .unwrap();
+    assert!(instances.is_empty());
+}
+
+#[tokio::test]
+async fn binding_with_a_key_that_is_not_a_pem_public_key_fails() {
+    let settings = RelaySettings::new("127.0.0.1:0".parse().unwrap(), "not a key");
+    let error = Relay::bind(settings)
+        .await
+        .err()
+        .expect("bind refuses the key");
+    assert!(
+        error
+            .to_string()
+            .contains("not a PEM-encoded EC public key"),
+        "{error:#}"
+    );
+}

@@ -1,0 +1,125 @@
+//! Table definitions, mirrored by `migrations/sqlite` and `migrations/postgres`.
+
+diesel::table! {
+    projects (id) {
+        id -> Text,
+        name -> Text,
+        domain_id -> Text,
+        description -> Text,
+        enabled -> Bool,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        name -> Text,
+        domain_id -> Text,
+        password_hash -> Text,
+        enabled -> Bool,
+        default_project_id -> Nullable<Text>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    role_assignments (user_id, project_id, role) {
+        user_id -> Text,
+        project_id -> Text,
+        role -> Text,
+    }
+}
+
+diesel::table! {
+    instances (id) {
+        id -> Text,
+        project_id -> Text,
+        name -> Text,
+        provider -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        address -> Text,
+        availability_zone -> Text,
+        cpus -> Double,
+        memory_mib -> BigInt,
+        disk_gb -> BigInt,
+        agent_connected -> Bool,
+        agent_seen_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    containers (id) {
+        id -> Text,
+        project_id -> Text,
+        user_id -> Text,
+        name -> Text,
+        image -> Text,
+        command -> Text,
+        entrypoint -> Nullable<Text>,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        status_detail -> Nullable<Text>,
+        task_state -> Nullable<Text>,
+        cpu -> Double,
+        memory_mib -> BigInt,
+        environment -> Text,
+        labels -> Text,
+        requested_ports -> Text,
+        workdir -> Nullable<Text>,
+        hostname -> Nullable<Text>,
+        restart_policy -> Text,
+        restart_max_retries -> BigInt,
+        interactive -> Bool,
+        tty -> Bool,
+        auto_remove -> Bool,
+        run_requested -> Bool,
+        instance_id -> Nullable<Text>,
+        runtime_id -> Nullable<Text>,
+        started_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    container_ports (instance_id, protocol, host_port) {
+        instance_id -> Text,
+        protocol -> Text,
+        host_port -> Integer,
+        container_id -> Text,
+        container_port -> Integer,
+    }
+}
+
+diesel::table! {
+    container_actions (id) {
+        id -> Text,
+        container_id -> Text,
+        project_id -> Text,
+        user_id -> Text,
+        action -> Text,
+        start_time -> Timestamp,
+        finish_time -> Nullable<Timestamp>,
+        result -> Nullable<Text>,
+        message -> Nullable<Text>,
+    }
+}
+
+diesel::joinable!(container_ports -> containers (container_id));
+diesel::joinable!(containers -> instances (instance_id));
+diesel::joinable!(role_assignments -> projects (project_id));
+diesel::joinable!(role_assignments -> users (user_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    projects,
+    users,
+    role_assignments,
+    instances,
+    containers,
+    container_ports,
+    container_actions,
+);

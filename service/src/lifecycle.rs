@@ -1,0 +1,554 @@
+//! Driving containers through their lifecycle: each operation sends one command to
+//! the container's agent and records what the agent observed afterwards.
+//!
+//! Operations run in the background after the API has answered (Zun's API is
+//! asynchronous). At most one operation runs per container at a time in this process.
+//! Creates and deletes interrupted by a crash or an unreachable agent are resumed by
+//! the reconciler when the agent (re)connects: commands are idempotent, so resuming
+//! never makes a second container.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use berth_proto::{
+    AgentError, AgentErrorKind, Command, ContainerSpec, ObservedContainer, Outcome, RuntimeState,
+};
+use uuid::Uuid;
+
+use crate::agents::Agents;
+use crate::db::containers::{self as q, ContainerChange};
+use crate::db::models::{ContainerRow, PortRow};
+use crate::db::{Db, DbError};
+use crate::domain::ContainerStatus;
+
+/// Runs container operations in the background.
+#[derive(Clone)]
+pub struct Lifecycle {
+    db: Db,
+    agents: Agents,
+    busy: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Releases a container's busy mark when an operation ends, however it ends.
+struct BusyGuard {
+    busy: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.busy.lock().expect("busy lock").remove(&self.id);
+    }
+}
+
+/// A runtime operation on an existing container.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Start,
+    Stop { timeout_secs: Option<u32> },
+    Reboot { timeout_secs: Option<u32> },
+    Kill { signal: String },
+    Pause,
+    Unpause,
+}
+
+impl Lifecycle {
+    /// A lifecycle driver over `db` and `agents`.
+    pub fn new(db: Db, agents: Agents) -> Self {
+        Self {
+            db,
+            agents,
+            busy: Arc::default(),
+        }
+    }
+
+    fn claim(&self, id: &str) -> Option<BusyGuard> {
+        let mut busy = self.busy.lock().expect("busy lock");
+        busy.insert(id.to_owned()).then(|| BusyGuard {
+            busy: self.busy.clone(),
+            id: id.to_owned(),
+        })
+    }
+
+    /// Makes (and with `run_requested`, starts) a container that is in Creating.
+    pub fn spawn_create(&self, id: String, action: Option<String>) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let Some(_guard) = this.claim(&id) else {
+                return;
+            };
+            if let Err(e) = this.create(&id, action.as_deref()).await {
+                tracing::error!(container.id = %id, error = %e, "create could not be recorded");
+            }
+        });
+    }
+
+    /// Runs `op` on a container.
+    pub fn spawn_operation(&self, id: String, action: String, op: Operation) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            // An operation queued behind another on the same container waits its turn.
+            let _guard = loop {
+                if let Some(g) = this.claim(&id) {
+                    break g;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            if let Err(e) = this.operate(&id, &action, op).await {
+                tracing::error!(container.id = %id, error = %e, "operation could not be recorded");
+            }
+        });
+    }
+
+    /// Removes a container that is in Deleting, then its row.
+    pub fn spawn_delete(&self, id: String, stop_first: bool) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _guard = loop {
+                if let Some(g) = this.claim(&id) {
+                    break g;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            };
+            if let Err(e) = this.delete(&id, stop_first).await {
+                tracing::error!(container.id = %id, error = %e, "delete could not be recorded");
+            }
+        });
+    }
+
+    async fn row(&self, id: &str) -> Result<Option<ContainerRow>, DbError> {
+        let id = id.to_owned();
+        self.db.run(move |c| q::get(c, &id)).await
+    }
+
+    async fn create(&self, id: &str, action: Option<&str>) -> Result<(), DbError> {
+        let Some(row) = self.row(id).await? else {
+            return Ok(());
+        };
+        if ContainerStatus::from_db(&row.status) != ContainerStatus::Creating {
+            return Ok(());
+        }
+        let Some(instance) = row
+            .instance_id
+            .as_deref()
+            .and_then(|i| Uuid::parse_str(i).ok())
+        else {
+            return Ok(());
+        };
+        let spec = spec_from_row(&row);
+        let action_uuid = action.and_then(|a| Uuid::parse_str(a).ok());
+        let created = self
+            .agents
+            .call(
+                instance,
+                action_uuid,
+                Command::Create {
+                    spec: Box::new(spec),
+                },
+            )
+            .await;
+        let observed = match created {
+            Ok(Outcome::Container(obs)) => obs,
+            Ok(other) => {
+                return self
+                    .fail(
+                        id,
+                        action,
+                        &format!("the agent answered create with {other:?}"),
+                    )
+                    .await
+            }
+            Err(e) if e.kind == AgentErrorKind::Unavailable => {
+                return self.wait_for_agent(id, &e).await
+            }
+            Err(e) => return self.fail(id, action, &e.message).await,
+        };
+        let next_task = row.run_requested.then_some("container_starting");
+        self.record(id, &instance, &observed, next_task).await?;
+        if !row.run_requested {
+            return self.finish(action, None).await;
+        }
+        let container = Uuid::parse_str(id).expect("stored ids are uuids");
+        match self
+            .agents
+            .call(instance, action_uuid, Command::Start { container })
+            .await
+        {
+            Ok(Outcome::Container(obs)) => {
+                self.record(id, &instance, &obs, None).await?;
+                self.finish(action, None).await
+            }
+            Ok(_) => self.finish(action, None).await,
+            Err(e) => {
+                self.fail(
+                    id,
+                    action,
+                    &format!("the container was made but could not start: {}", e.message),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn operate(&self, id: &str, action: &str, op: Operation) -> Result<(), DbError> {
+        let Some(row) = self.row(id).await? else {
+            return Ok(());
+        };
+        let Some(instance) = row
+            .instance_id
+            .as_deref()
+            .and_then(|i| Uuid::parse_str(i).ok())
+        else {
+            return self.end_operation(id, action, Err(no_instance())).await;
+        };
+        let container = Uuid::parse_str(id).expect("stored ids are uuids");
+        let command = match op {
+            Operation::Start => Command::Start { container },
+            Operation::Stop { timeout_secs } => Command::Stop {
+                container,
+                timeout_secs,
+            },
+            Operation::Reboot { timeout_secs } => Command::Restart {
+                container,
+                timeout_secs,
+            },
+            Operation::Kill { signal } => Command::Kill { container, signal },
+            Operation::Pause => Command::Pause { container },
+            Operation::Unpause => Command::Unpause { container },
+        };
+        let reply = self
+            .agents
+            .call(instance, Uuid::parse_str(action).ok(), command)
+            .await;
+        if let Ok(Outcome::Container(obs)) = &reply {
+            self.record(id, &instance, obs, None).await?;
+        }
+        self.end_operation(id, action, reply.map(|_| ())).await
+    }
+
+    async fn end_operation(
+        &self,
+        id: &str,
+        action: &str,
+        result: Result<(), AgentError>,
+    ) -> Result<(), DbError> {
+        let id_owned = id.to_owned();
+        match result {
+            Ok(()) => {
+                self.db
+                    .run(move |c| {
+                        q::update(
+                            c,
+                            &id_owned,
+                            ContainerChange {
+                                task_state: Some(None),
+                                ..Default::default()
+                            },
+                        )
+                    })
+                    .await?;
+                self.finish(Some(action), None).await
+            }
+            Err(e) => {
+                tracing::warn!(container.id = %id, error = %e, "operation failed");
+                let mut change = ContainerChange {
+                    task_state: Some(None),
+                    status_reason: Some(Some(e.message.clone())),
+                    ..Default::default()
+                };
+                if e.kind == AgentErrorKind::NotFound {
+                    change.status = Some(ContainerStatus::Error.as_str().into());
+                }
+                self.db
+                    .run(move |c| q::update(c, &id_owned, change))
+                    .await?;
+                self.finish(Some(action), Some(e.message)).await
+            }
+        }
+    }
+
+    async fn delete(&self, id: &str, stop_first: bool) -> Result<(), DbError> {
+        let Some(row) = self.row(id).await? else {
+            return Ok(());
+        };
+        let id_owned = id.to_owned();
+        let Some(instance) = row
+            .instance_id
+            .as_deref()
+            .and_then(|i| Uuid::parse_str(i).ok())
+        else {
+            // Never placed, so nothing exists on any engine.
+            return self.db.run(move |c| q::delete(c, &id_owned)).await;
+        };
+        let container = Uuid::parse_str(id).expect("stored ids are uuids");
+        if stop_first {
+            let stopped = self
+                .agents
+                .call(
+                    instance,
+                    None,
+                    Command::Stop {
+                        container,
+                        timeout_secs: Some(10),
+                    },
+                )
+                .await;
+            if let Err(e) = stopped {
+                if e.kind == AgentErrorKind::Unavailable {
+                    return self.wait_for_agent(id, &e).await;
+                }
+            }
+        }
+        match self
+            .agents
+            .call(
+                instance,
+                None,
+                Command::Remove {
+                    container,
+                    force: true,
+                },
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(container.id = %id, "container deleted");
+                self.db.run(move |c| q::delete(c, &id_owned)).await
+            }
+            Err(e) if e.kind == AgentErrorKind::Unavailable => self.wait_for_agent(id, &e).await,
+            Err(e) => {
+                let change = ContainerChange {
+                    status: Some(ContainerStatus::Error.as_str().into()),
+                    status_reason: Some(Some(format!("delete failed: {}", e.message))),
+                    task_state: Some(None),
+                    ..Default::default()
+                };
+                self.db
+                    .run(move |c| q::update(c, &id_owned, change))
+                    .await
+                    .map(|_| ())
+            }
+        }
+    }
+
+    /// The agent is not reachable now: say so on the container and leave it in its
+    /// transitional status; the reconciler resumes it when the agent reconnects.
+    async fn wait_for_agent(&self, id: &str, e: &AgentError) -> Result<(), DbError> {
+        tracing::warn!(container.id = %id, error = %e, "agent unavailable; will resume when it reconnects");
+        let id = id.to_owned();
+        let change = ContainerChange {
+            status_reason: Some(Some(format!(
+                "Waiting for the instance's agent: {}",
+                e.message
+            ))),
+            ..Default::default()
+        };
+        self.db
+            .run(move |c| q::update(c, &id, change))
+            .await
+            .map(|_| ())
+    }
+
+    async fn fail(&self, id: &str, action: Option<&str>, reason: &str) -> Result<(), DbError> {
+        tracing::warn!(container.id = %id, reason, "container failed");
+        let id_owned = id.to_owned();
+        let change = ContainerChange {
+            status: Some(ContainerStatus::Error.as_str().into()),
+            status_reason: Some(Some(reason.to_owned())),
+            task_state: Some(None),
+            ..Default::default()
+        };
+        self.db
+            .run(move |c| q::update(c, &id_owned, change))
+            .await?;
+        self.finish(action, Some(reason.to_owned())).await
+    }
+
+    async fn finish(&self, action: Option<&str>, error: Option<String>) -> Result<(), DbError> {
+        let Some(action) = action.map(str::to_owned) else {
+            return Ok(());
+        };
+        self.db
+            .run(move |c| {
+                let result = if error.is_some() { "Error" } else { "Success" };
+                q::finish_action(c, &action, result, error)
+            })
+            .await
+    }
+
+    /// Records an observation of a container and sets its task state.
+    async fn record(
+        &self,
+        id: &str,
+        instance: &Uuid,
+        observed: &ObservedContainer,
+        task_state: Option<&str>,
+    ) -> Result<(), DbError> {
+        let id = id.to_owned();
+        let instance = instance.to_string();
+        let observed = observed.clone();
+        let task_state = task_state.map(str::to_owned);
+        self.db
+            .run(move |c| {
+                let mut change = observation_change(&observed);
+                change.task_state = Some(task_state);
+                q::update(c, &id, change)?;
+                q::record_ports(c, &port_rows(&id, &instance, &observed))
+            })
+            .await
+    }
+}
+
+fn no_instance() -> AgentError {
+    AgentError::new(
+        AgentErrorKind::NotFound,
+        "the container was never placed on an instance",
+    )
+}
+
+/// The Zun status for a runtime state.
+pub fn status_of(state: RuntimeState) -> ContainerStatus {
+    match state {
+        RuntimeState::Created => ContainerStatus::Created,
+        RuntimeState::Running => ContainerStatus::Running,
+        RuntimeState::Paused => ContainerStatus::Paused,
+        RuntimeState::Restarting => ContainerStatus::Restarting,
+        RuntimeState::Removing => ContainerStatus::Deleting,
+        RuntimeState::Exited => ContainerStatus::Stopped,
+        RuntimeState::Dead => ContainerStatus::Dead,
+    }
+}
+
+/// The changes an observation makes to a container's row.
+pub fn observation_change(o: &ObservedContainer) -> ContainerChange {
+    let status = status_of(o.state);
+    let reason = match o.state {
+        RuntimeState::Exited | RuntimeState::Dead if o.oom_killed => {
+            Some("OOMKilled: the container ran out of memory; raise its memory limit".to_owned())
+        }
+        RuntimeState::Exited | RuntimeState::Dead => o.error.clone().filter(|e| !e.is_empty()),
+        _ => None,
+    };
+    let detail = match o.state {
+        RuntimeState::Running => match o.started_at {
+            Some(t) => format!("Up since {}", t.format("%Y-%m-%d %H:%M:%S")),
+            None => "Up".to_owned(),
+        },
+        RuntimeState::Paused => "Up (Paused)".to_owned(),
+        RuntimeState::Exited => {
+            let code = o.exit_code.unwrap_or(0);
+            let mut s = format!("Exited({code})");
+            if let Some(t) = o.finished_at {
+                s.push_str(&format!(" at {}", t.format("%Y-%m-%d %H:%M:%S")));
+            }
+            if o.oom_killed {
+                s.push_str(" (OOMKilled)");
+            }
+            s
+        }
+        RuntimeState::Created => "Created".to_owned(),
+        RuntimeState::Restarting => "Restarting".to_owned(),
+        RuntimeState::Removing => "Removing".to_owned(),
+        RuntimeState::Dead => "Dead".to_owned(),
+    };
+    ContainerChange {
+        status: Some(status.as_str().to_owned()),
+        status_reason: Some(reason),
+        status_detail: Some(Some(detail)),
+        runtime_id: Some(Some(o.runtime_id.clone())),
+        started_at: Some(o.started_at.map(|t| t.naive_utc())),
+        ..Default::default()
+    }
+}
+
+/// Port rows for the host ports an observation shows.
+pub fn port_rows(id: &str, instance: &str, o: &ObservedContainer) -> Vec<PortRow> {
+    o.ports
+        .iter()
+        .filter_map(|p| {
+            p.host_port.map(|h| PortRow {
+                instance_id: instance.to_owned(),
+                protocol: p.protocol.as_str().to_owned(),
+                host_port: i32::from(h),
+                container_id: id.to_owned(),
+                container_port: i32::from(p.container_port),
+            })
+        })
+        .collect()
+}
+
+/// The agent's spec for a stored container.
+pub fn spec_from_row(row: &ContainerRow) -> ContainerSpec {
+    let list = |s: &str| serde_json::from_str::<Vec<String>>(s).unwrap_or_default();
+    let map = |s: &str| serde_json::from_str::<BTreeMap<String, String>>(s).unwrap_or_default();
+    ContainerSpec {
+        uuid: Uuid::parse_str(&row.id).expect("stored ids are uuids"),
+        image: row.image.clone(),
+        command: list(&row.command),
+        entrypoint: row.entrypoint.as_deref().map(list),
+        environment: map(&row.environment),
+        labels: map(&row.labels),
+        workdir: row.workdir.clone(),
+        hostname: row.hostname.clone(),
+        cpu: row.cpu,
+        memory_mib: row.memory_mib,
+        ports: serde_json::from_str(&row.requested_ports).unwrap_or_default(),
+        restart_policy: row.restart_policy.clone(),
+        restart_max_retries: row.restart_max_retries,
+        interactive: row.interactive,
+        tty: row.tty,
+        auto_remove: row.auto_remove,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn observed(state: RuntimeState) -> ObservedContainer {
+        ObservedContainer {
+            uuid: Uuid::nil(),
+            runtime_id: "abc".into(),
+            state,
+            exit_code: Some(137),
+            oom_killed: false,
+            error: None,
+            started_at: None,
+            finished_at: None,
+            ports: vec![],
+            restart_count: 0,
+        }
+    }
+
+    #[test]
+    fn runtime_states_map_to_zun_statuses() {
+        assert_eq!(status_of(RuntimeState::Exited), ContainerStatus::Stopped);
+        assert_eq!(status_of(RuntimeState::Running), ContainerStatus::Running);
+        assert_eq!(status_of(RuntimeState::Paused), ContainerStatus::Paused);
+        assert_eq!(status_of(RuntimeState::Created), ContainerStatus::Created);
+    }
+
+    #[test]
+    fn an_oom_kill_is_recorded_as_the_reason() {
+        let mut o = observed(RuntimeState::Exited);
+        o.oom_killed = true;
+        let change = observation_change(&o);
+        assert_eq!(change.status.as_deref(), Some("Stopped"));
+        assert!(change
+            .status_reason
+            .unwrap()
+            .unwrap()
+            .starts_with("OOMKilled"));
+        assert!(change
+            .status_detail
+            .unwrap()
+            .unwrap()
+            .contains("Exited(137)"));
+    }
+
+    #[test]
+    fn a_running_container_has_no_reason() {
+        let change = observation_change(&observed(RuntimeState::Running));
+        assert_eq!(change.status_reason, Some(None));
+    }
+}

@@ -1,0 +1,229 @@
+//! Folds what agents report into the database, so the database tells the truth.
+//!
+//! The agent is the source of truth for actual state. On every (re)connect it reports
+//! every container it manages; the reconciler then
+//! - records each observed container's state;
+//! - resumes creates and deletes that were interrupted (crash, unreachable agent);
+//! - marks containers that vanished from the engine as Error (or drops the row when
+//!   the container was auto-removed or was being deleted);
+//! - removes containers that no row knows about (a create whose row was rolled back).
+//!
+//! Events between reports update single containers.
+
+use std::collections::HashMap;
+
+use berth_proto::{ContainerEvent, ObservedContainer, RelayToService};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::db::containers::{self as q, ContainerChange};
+use crate::db::{instances, DbError};
+use crate::domain::ContainerStatus;
+use crate::lifecycle::{observation_change, port_rows};
+use crate::state::AppState;
+
+/// Runs until the relay connection's notification channel closes.
+pub async fn run(state: AppState, mut notes: mpsc::Receiver<RelayToService>) {
+    while let Some(note) = notes.recv().await {
+        if let Err(e) = handle(&state, note).await {
+            tracing::error!(error = %e, "could not record an agent report");
+        }
+    }
+}
+
+async fn handle(state: &AppState, note: RelayToService) -> Result<(), DbError> {
+    match note {
+        RelayToService::AgentConnected {
+            instance,
+            containers,
+        } => full_state(state, instance, containers).await,
+        RelayToService::AgentDisconnected { instance } => {
+            tracing::warn!(instance.id = %instance, "agent disconnected");
+            let id = instance.to_string();
+            state
+                .db
+                .run(move |c| instances::set_agent_connected(c, &id, false))
+                .await
+        }
+        RelayToService::Event {
+            instance,
+            event,
+            seq,
+        } => {
+            tracing::debug!(instance.id = %instance, event.seq = seq, "agent event");
+            apply_event(state, instance, event).await
+        }
+        RelayToService::Agents { instances } => {
+            tracing::info!(agents = instances.len(), "relay reports connected agents");
+            Ok(())
+        }
+        RelayToService::Reply { .. } => Ok(()),
+    }
+}
+
+/// What to do with one row after a full report.
+enum Verdict {
+    Observe(ObservedContainer),
+    ResumeCreate,
+    ResumeDelete,
+    Forget,
+    Vanished,
+    Leave,
+}
+
+async fn full_state(
+    state: &AppState,
+    instance: Uuid,
+    observed: Vec<ObservedContainer>,
+) -> Result<(), DbError> {
+    tracing::info!(instance.id = %instance, containers = observed.len(), "agent connected with its full state");
+    let instance_id = instance.to_string();
+    let known = {
+        let id = instance_id.clone();
+        state
+            .db
+            .run(move |c| {
+                let exists = instances::get(c, &id)?.is_some();
+                if exists {
+                    instances::set_agent_connected(c, &id, true)?;
+                }
+                Ok(exists.then(|| q::on_instance(c, &id)).transpose()?)
+            })
+            .await?
+    };
+    let Some(rows) = known else {
+        tracing::warn!(instance.id = %instance, "an agent reported for an instance the database does not know");
+        return Ok(());
+    };
+    let mut by_uuid: HashMap<Uuid, ObservedContainer> =
+        observed.into_iter().map(|o| (o.uuid, o)).collect();
+    let mut verdicts = Vec::new();
+    for row in rows {
+        let status = ContainerStatus::from_db(&row.status);
+        let seen = Uuid::parse_str(&row.id)
+            .ok()
+            .and_then(|u| by_uuid.remove(&u));
+        let verdict = match (status, seen) {
+            (ContainerStatus::Creating, _) => Verdict::ResumeCreate,
+            (ContainerStatus::Deleting, _) => Verdict::ResumeDelete,
+            (_, Some(o)) => Verdict::Observe(o),
+            (_, None) if row.auto_remove => Verdict::Forget,
+            // A container that failed before the engine made it never existed there.
+            (ContainerStatus::Error, None) if row.runtime_id.is_none() => Verdict::Leave,
+            (_, None) => Verdict::Vanished,
+        };
+        verdicts.push((row, verdict));
+    }
+    for (row, verdict) in verdicts {
+        let id = row.id.clone();
+        match verdict {
+            Verdict::Observe(o) => record(state, &id, &instance_id, o).await?,
+            Verdict::ResumeCreate => {
+                tracing::info!(container.id = %id, "resuming an interrupted create");
+                state.lifecycle.spawn_create(id, None);
+            }
+            Verdict::ResumeDelete => {
+                tracing::info!(container.id = %id, "resuming an interrupted delete");
+                state.lifecycle.spawn_delete(id, false);
+            }
+            Verdict::Forget => state.db.run(move |c| q::delete(c, &id)).await?,
+            Verdict::Vanished => {
+                let change = ContainerChange {
+                    status: Some(ContainerStatus::Error.as_str().into()),
+                    status_reason: Some(Some(
+                        "The container no longer exists on its instance; delete it and create it again.".into(),
+                    )),
+                    task_state: Some(None),
+                    ..Default::default()
+                };
+                state.db.run(move |c| q::update(c, &id, change)).await?;
+            }
+            Verdict::Leave => {}
+        }
+    }
+    // Whatever is left runs on the engine with no row: remove it, so nothing runs
+    // that the database does not know about.
+    for orphan in by_uuid.into_keys() {
+        tracing::warn!(container.id = %orphan, instance.id = %instance, "removing a container no row knows about");
+        let agents = state.agents.clone();
+        tokio::spawn(async move {
+            let cmd = berth_proto::Command::Remove {
+                container: orphan,
+                force: true,
+            };
+            if let Err(e) = agents.call(instance, None, cmd).await {
+                tracing::warn!(container.id = %orphan, error = %e, "could not remove an orphan container");
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn record(
+    state: &AppState,
+    id: &str,
+    instance: &str,
+    o: ObservedContainer,
+) -> Result<(), DbError> {
+    let id = id.to_owned();
+    let instance = instance.to_owned();
+    state
+        .db
+        .run(move |c| {
+            // A row being created or deleted is driven by its operation; don't let an
+            // observation move it out of that status.
+            let Some(row) = q::get(c, &id)? else {
+                return Ok(());
+            };
+            let mut change = observation_change(&o);
+            if matches!(
+                ContainerStatus::from_db(&row.status),
+                ContainerStatus::Deleting | ContainerStatus::Creating
+            ) {
+                change.status = None;
+                change.status_reason = None;
+            }
+            q::update(c, &id, change)?;
+            q::record_ports(c, &port_rows(&id, &instance, &o))
+        })
+        .await
+}
+
+async fn apply_event(
+    state: &AppState,
+    instance: Uuid,
+    event: ContainerEvent,
+) -> Result<(), DbError> {
+    match event {
+        ContainerEvent::Changed { container } => {
+            let id = container.uuid.to_string();
+            record(state, &id, &instance.to_string(), container).await
+        }
+        ContainerEvent::Removed { uuid } => {
+            let id = uuid.to_string();
+            state
+                .db
+                .run(move |c| {
+                    let Some(row) = q::get(c, &id)? else { return Ok(()) };
+                    match ContainerStatus::from_db(&row.status) {
+                        // Deletes remove the row themselves once the agent confirms.
+                        ContainerStatus::Deleting | ContainerStatus::Creating => Ok(()),
+                        _ if row.auto_remove => q::delete(c, &id),
+                        _ => {
+                            let change = ContainerChange {
+                                status: Some(ContainerStatus::Error.as_str().into()),
+                                status_reason: Some(Some(
+                                    "The container was removed from its instance outside Berth; delete it and create it again."
+                                        .into(),
+                                )),
+                                task_state: Some(None),
+                                ..Default::default()
+                            };
+                            q::update(c, &id, change).map(|_| ())
+                        }
+                    }
+                })
+                .await
+        }
+    }
+}

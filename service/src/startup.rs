@@ -1,0 +1,286 @@
+//! Building and running the service: `Application::build(settings)` binds the listener
+//! and connects everything; `run_until_stopped()` serves until shutdown.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use berth_proto::auth::{AgentClaims, ServiceClaims, AGENT_AUDIENCE, SERVICE_AUDIENCE};
+use jsonwebtoken::{Algorithm, Header};
+use uuid::Uuid;
+
+use crate::agents::Agents;
+use crate::db::models::{InstanceRow, ProjectRow, RoleAssignmentRow, UserRow};
+use crate::db::{self, instances, Db};
+use crate::identity::keys::SigningKey;
+use crate::identity::password;
+use crate::identity::tokens::TokenSigner;
+use crate::lifecycle::Lifecycle;
+use crate::settings::ServiceSettings;
+use crate::state::AppState;
+use crate::{api, identity, reconciler};
+
+/// File names inside the keys directory.
+pub const TOKEN_KEY_FILE: &str = "token-signing.pk8";
+/// Signs agent and service credentials; relays hold its public key.
+pub const CREDENTIAL_KEY_FILE: &str = "credential-signing.pk8";
+
+/// A built service, listening, not yet serving.
+pub struct Application {
+    server: actix_web::dev::Server,
+    port: u16,
+    state: AppState,
+    credential_key: SigningKey,
+}
+
+/// The result of making sure the admin account exists.
+pub struct AdminAccount {
+    /// The admin project's id.
+    pub project_id: String,
+    /// Whether this call created it.
+    pub created: bool,
+}
+
+impl Application {
+    /// Connects the database (applying migrations), loads or makes the signing keys,
+    /// starts the relay connection and the reconciler, and binds the API listener.
+    pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+        let url = settings.database_url.clone();
+        let db = tokio::task::spawn_blocking(move || Db::connect(&url))
+            .await?
+            .context("connecting to the database")?;
+        let token_key = SigningKey::load_or_create(&settings.keys_dir.join(TOKEN_KEY_FILE))?;
+        let credential_key =
+            SigningKey::load_or_create(&settings.keys_dir.join(CREDENTIAL_KEY_FILE))?;
+        // Until relays say otherwise, no agent is known to be connected.
+        db.run(instances::mark_all_disconnected).await?;
+
+        let service_credential = mint_service_credential(&credential_key)?;
+        let (agents, notes) = Agents::start(settings.relay_url.clone(), service_credential);
+        let lifecycle = Lifecycle::new(db.clone(), agents.clone());
+
+        let listener = TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding the API listener on {}", settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| {
+                let ip = settings.listen.ip();
+                let host = if ip.is_unspecified() {
+                    "127.0.0.1".to_owned()
+                } else {
+                    ip.to_string()
+                };
+                format!("http://{host}:{port}")
+            })
+            .trim_end_matches('/')
+            .to_owned();
+        let state = AppState {
+            db,
+            tokens: TokenSigner::new(token_key, settings.token_ttl),
+            agents,
+            lifecycle,
+            public_url,
+            region: settings.region.clone(),
+        };
+        tokio::spawn(reconciler::run(state.clone(), notes));
+
+        let app_state = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
+                .configure(identity::routes::configure)
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+        })
+        .workers(2)
+        .disable_signals()
+        .listen(listener)?
+        .run();
+        tracing::info!(port, url = %state.public_url, "API listening");
+        Ok(Application {
+            server,
+            port,
+            state,
+            credential_key,
+        })
+    }
+
+    /// The port the API listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL clients reach the API at.
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// PEM public key that relays verify agent and service credentials with.
+    pub fn credential_public_key_pem(&self) -> String {
+        self.credential_key.public_key_pem()
+    }
+
+    /// A credential with which an agent may act for `instance` (and nothing else).
+    pub fn mint_agent_credential(&self, instance: Uuid, ttl: Duration) -> anyhow::Result<String> {
+        mint_agent_credential(&self.credential_key, instance, ttl)
+    }
+
+    /// Makes sure the `admin` project and user exist, with the admin role.
+    pub async fn ensure_admin(&self, admin_password: &str) -> anyhow::Result<AdminAccount> {
+        ensure_admin(&self.state.db, admin_password).await
+    }
+
+    /// Registers (once) a static instance of `project` called `name`, returning its id.
+    pub async fn ensure_static_instance(
+        &self,
+        project: &str,
+        name: &str,
+        address: &str,
+    ) -> anyhow::Result<Uuid> {
+        ensure_static_instance(&self.state.db, project, name, address).await
+    }
+
+    /// Serves until the server is stopped.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn mint_service_credential(key: &SigningKey) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = ServiceClaims {
+        sub: format!("service-{}", Uuid::new_v4().simple()),
+        aud: SERVICE_AUDIENCE.into(),
+        iat: now,
+        exp: now + 10 * 365 * 24 * 3600,
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &key.encoding_key(),
+    )?)
+}
+
+/// Signs an agent credential bound to `instance`.
+pub fn mint_agent_credential(
+    key: &SigningKey,
+    instance: Uuid,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    let now = chrono::Utc::now().timestamp();
+    let claims = AgentClaims {
+        sub: format!("agent:{instance}"),
+        instance,
+        aud: AGENT_AUDIENCE.into(),
+        iat: now,
+        exp: now + ttl.as_secs() as i64,
+    };
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::ES256),
+        &claims,
+        &key.encoding_key(),
+    )?)
+}
+
+/// Makes sure the `admin` project and user exist, with the admin role.
+pub async fn ensure_admin(db: &Db, admin_password: &str) -> anyhow::Result<AdminAccount> {
+    let hash = password::hash(admin_password);
+    let account = db
+        .run(move |c| {
+            if let Some(p) = db::identity::project_by_name(c, "admin")? {
+                return Ok(AdminAccount {
+                    project_id: p.id,
+                    created: false,
+                });
+            }
+            let t = db::now();
+            let project = ProjectRow {
+                id: Uuid::new_v4().simple().to_string(),
+                name: "admin".into(),
+                domain_id: "default".into(),
+                description: "Bootstrap project for initializing the cloud.".into(),
+                enabled: true,
+                created_at: t,
+            };
+            let user = UserRow {
+                id: Uuid::new_v4().simple().to_string(),
+                name: "admin".into(),
+                domain_id: "default".into(),
+                password_hash: hash,
+                enabled: true,
+                default_project_id: Some(project.id.clone()),
+                created_at: t,
+            };
+            db::identity::insert_project(c, &project)?;
+            db::identity::insert_user(c, &user)?;
+            db::identity::grant(
+                c,
+                &RoleAssignmentRow {
+                    user_id: user.id.clone(),
+                    project_id: project.id.clone(),
+                    role: "admin".into(),
+                },
+            )?;
+            Ok(AdminAccount {
+                project_id: project.id,
+                created: true,
+            })
+        })
+        .await?;
+    Ok(account)
+}
+
+/// Registers (once) a static instance of `project` called `name`, returning its id.
+pub async fn ensure_static_instance(
+    db: &Db,
+    project: &str,
+    name: &str,
+    address: &str,
+) -> anyhow::Result<Uuid> {
+    let (project, name, address) = (project.to_owned(), name.to_owned(), address.to_owned());
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0);
+    let id = db
+        .run(move |c| {
+            if let Some(existing) = instances::by_name(c, "static", &name)? {
+                return Ok(existing.id);
+            }
+            let t = db::now();
+            let row = InstanceRow {
+                id: Uuid::new_v4().to_string(),
+                project_id: project,
+                name,
+                provider: "static".into(),
+                status: "active".into(),
+                status_reason: None,
+                address,
+                availability_zone: "nova".into(),
+                cpus,
+                memory_mib: 0,
+                disk_gb: 0,
+                agent_connected: false,
+                agent_seen_at: None,
+                created_at: t,
+                updated_at: t,
+            };
+            instances::insert(c, &row)?;
+            Ok(row.id)
+        })
+        .await?;
+    Ok(Uuid::parse_str(&id)?)
+}
+
+/// A random password for a new admin account.
+pub fn generate_password() -> String {
+    password::generate()
+}

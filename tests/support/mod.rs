@@ -1,0 +1,385 @@
+//! Shared helpers of the system tests: a real `berth up` in its own data directory,
+//! the real `osc` binary, the real Docker engine and (for PostgreSQL) a database per test.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The image the test set-up builds (`scripts/build-test-image`).
+pub const IMAGE: &str = "berth-test/busybox:latest";
+
+/// Polls `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_berth"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Path of the `osc` binary (built by `cargo build --workspace --bins`).
+pub fn osc_path() -> PathBuf {
+    let p = bin_dir().join("osc");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
+        p.display()
+    );
+    p
+}
+
+/// A running `berth up`.
+pub struct Berth {
+    child: Option<Child>,
+    pub data: tempfile::TempDir,
+    pub database_url: Option<String>,
+    pub url: String,
+    pub instance: String,
+    pub env: Vec<(String, String)>,
+    output: Arc<Mutex<Vec<String>>>,
+}
+
+impl Berth {
+    /// Starts `berth up` with SQLite in a fresh data directory.
+    pub fn start() -> Berth {
+        Berth::start_with(None)
+    }
+
+    /// Starts `berth up` with the given database (None: SQLite).
+    pub fn start_with(database_url: Option<String>) -> Berth {
+        let mut b = Berth {
+            child: None,
+            data: tempfile::tempdir().unwrap(),
+            database_url,
+            url: String::new(),
+            instance: String::new(),
+            env: Vec::new(),
+            output: Arc::default(),
+        };
+        b.launch();
+        b
+    }
+
+    fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.data.path().join("openrc"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args([
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(self.data.path())
+        .env("RUST_LOG", "info,berth_service=debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        if let Some(url) = &self.database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd.spawn().expect("berth up starts");
+        let output = self.output.clone();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        self.child = Some(child);
+        let instance = wait_for(
+            "berth up to report its instance",
+            Duration::from_secs(60),
+            || {
+                if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                    panic!("berth up exited with {status}:\n{}", self.log());
+                }
+                self.output.lock().unwrap().iter().find_map(|l| {
+                    l.trim()
+                        .strip_prefix("instance: ")
+                        .map(|r| r.split(' ').next().unwrap().to_owned())
+                })
+            },
+        );
+        self.instance = instance;
+        let openrc =
+            std::fs::read_to_string(self.data.path().join("openrc")).expect("openrc written");
+        self.env = openrc
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+            .collect();
+        let auth = self.env("OS_AUTH_URL");
+        self.url = auth.trim_end_matches("/identity/v3").to_owned();
+        // Ready when the agent has reported in: a logs call on nothing would not tell,
+        // so wait for the service to record the agent as connected.
+        wait_for(
+            "the local agent to connect",
+            Duration::from_secs(60),
+            || {
+                self.output
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains("agent connected with its full state"))
+                    .then_some(())
+            },
+        );
+    }
+
+    /// A variable from openrc.
+    pub fn env(&self, key: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
+    /// Everything berth up printed so far.
+    pub fn log(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    /// Kills berth up with SIGKILL.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        self.output.lock().unwrap().clear();
+    }
+
+    /// Starts berth up again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+
+    /// Runs `osc` with this deployment's openrc environment.
+    pub fn osc(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(osc_path());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("osc runs")
+    }
+
+    /// Runs `osc` and expects success; returns stdout.
+    pub fn osc_ok(&self, args: &[&str]) -> String {
+        let out = self.osc(args);
+        assert!(
+            out.status.success(),
+            "osc {args:?} failed ({}):\nstdout: {}\nstderr: {}\nberth log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs `osc ... -f json` and parses the output.
+    pub fn osc_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-f", "json"]);
+        let out = self.osc_ok(&all);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("osc {args:?} printed non-JSON ({e}): {out}"))
+    }
+
+    /// The container's current view.
+    pub fn show(&self, id: &str) -> Value {
+        self.osc_json(&["container-show", id])
+    }
+
+    /// Waits until the container has `status` and no task in progress.
+    pub fn wait_status(&self, id: &str, status: &str) -> Value {
+        let mut last = Value::Null;
+        let found = wait_for_opt(Duration::from_secs(60), || {
+            let v = self.show(id);
+            let done = v["status"] == status && v["task_state"].is_null();
+            last = v.clone();
+            done.then_some(v)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "container {id} never reached {status}; last seen: {last}\nberth log:\n{}",
+                self.log()
+            )
+        })
+    }
+
+    /// A token for the admin, through `osc token-issue`.
+    pub fn token(&self) -> String {
+        self.osc_ok(&["token-issue", "-f", "value", "-c", "id"])
+            .trim()
+            .to_owned()
+    }
+
+    /// The Docker containers this deployment's agent manages, by Berth uuid label.
+    pub fn docker_containers(&self) -> Vec<String> {
+        docker_lines(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=berth.instance={}", self.instance),
+            "--format",
+            "{{.Label \"berth.container\"}}",
+        ])
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !self.instance.is_empty() {
+            let ids = docker_lines(&[
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=berth.instance={}", self.instance),
+            ]);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = Command::new("docker").args(&args).output();
+            }
+        }
+    }
+}
+
+/// Polls until `f` returns Some or the timeout passes.
+pub fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}
+
+/// Runs the docker CLI and returns its non-empty output lines.
+pub fn docker_lines(args: &[&str]) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `docker inspect -f FORMAT` of a Berth container, by its Docker name.
+pub fn docker_inspect(uuid: &str, format: &str) -> Option<String> {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", format, &format!("berth-{uuid}")])
+        .output()
+        .expect("docker CLI runs");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// A free TCP port on loopback (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A PostgreSQL database made for one test and dropped afterwards.
+pub struct PgDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    /// Creates a fresh database on the test cluster (`BERTH_TEST_DATABASE_URL`).
+    pub fn create() -> PgDatabase {
+        use diesel::{Connection, RunQueryDsl};
+        let admin_url = std::env::var("BERTH_TEST_DATABASE_URL").expect(
+            "BERTH_TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+        );
+        let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn =
+            diesel::PgConnection::establish(&admin_url).expect("connect to the test cluster");
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .unwrap();
+        let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
+        PgDatabase {
+            url: format!("{base}/{name}"),
+            admin_url,
+            name,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        use diesel::{Connection, RunQueryDsl};
+        if let Ok(mut conn) = diesel::PgConnection::establish(&self.admin_url) {
+            let _ = diesel::sql_query(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn);
+        }
+    }
+}
+
+/// HTTP helpers against the raw API.
+pub fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
