@@ -1,1 +1,109 @@
-//! placeholder
+//! Berth's agent: runs inside each instance, dials the relay, and drives the local
+//! Docker engine on the service's behalf.
+//!
+//! - [`runtime`] is the bollard boundary: it executes each [`berth_proto::Command`] and
+//!   observes the containers labelled for this instance.
+//! - `relay_link` keeps one WebSocket to the relay: the full state first, then replies
+//!   and numbered events, reconnecting with backoff whenever the connection drops.
+//!
+//! The library reads no configuration file or flag and binds nothing (the one exception:
+//! with no engine address it takes bollard's `DOCKER_HOST` default); `main.rs` (and the all-in-one
+//! `berth up`) build [`AgentSettings`] and call [`Agent::connect`] then
+//! [`Agent::run_until_stopped`].
+
+#![warn(missing_docs)]
+
+mod relay_link;
+pub mod runtime;
+
+use uuid::Uuid;
+
+pub use runtime::Runtime;
+
+/// What an agent needs to know to run.
+#[derive(Clone)]
+pub struct AgentSettings {
+    /// Base URL of the relay, for example `ws://127.0.0.1:9518`; the agent appends
+    /// [`berth_proto::RELAY_AGENT_PATH`].
+    pub relay_url: String,
+    /// Bearer credential presented on the WebSocket upgrade. Never logged.
+    pub credential: String,
+    /// The instance this agent acts for; it manages only containers labelled with it.
+    pub instance: Uuid,
+    /// The Docker engine: `None` for bollard's local defaults (`DOCKER_HOST`, else
+    /// `/var/run/docker.sock`), or a `unix://`/`tcp://` URL or a socket path.
+    pub docker_host: Option<String>,
+}
+
+impl std::fmt::Debug for AgentSettings {
+    // Written by hand so that the credential never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentSettings")
+            .field("relay_url", &self.relay_url)
+            .field("credential", &"<redacted>")
+            .field("instance", &self.instance)
+            .field("docker_host", &self.docker_host)
+            .finish()
+    }
+}
+
+/// An agent connected to its Docker engine, ready to serve the relay.
+#[derive(Debug)]
+pub struct Agent {
+    link: relay_link::LinkSettings,
+    runtime: Runtime,
+}
+
+impl Agent {
+    /// Check the settings and connect to the Docker engine, agreeing on an API version.
+    ///
+    /// Fails with a sentence saying what to fix when the relay URL is unusable or the
+    /// engine cannot be reached. Does not contact the relay: that happens, and is
+    /// retried, in [`Agent::run_until_stopped`].
+    pub async fn connect(settings: AgentSettings) -> anyhow::Result<Agent> {
+        let link = relay_link::LinkSettings::new(
+            &settings.relay_url,
+            settings.credential,
+            settings.instance,
+        )?;
+        let runtime = Runtime::connect(settings.docker_host.as_deref(), settings.instance).await?;
+        Ok(Agent { link, runtime })
+    }
+
+    /// The instance this agent acts for.
+    pub fn instance(&self) -> Uuid {
+        self.link.instance
+    }
+
+    /// The agent's view of its Docker engine, for callers that want to run commands
+    /// directly (tests, diagnostics).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Serve the relay forever: connect, report state, execute commands and report
+    /// events; after any disconnect or refusal, reconnect with jittered exponential
+    /// backoff (200 ms doubling to 5 s). It never returns on its own: to stop the
+    /// agent, drop the future or abort its task.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        relay_link::run_forever(self.link, self.runtime).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_of_settings_never_contains_the_credential() {
+        let settings = AgentSettings {
+            relay_url: "ws://relay:9518".to_owned(),
+            credential: "very-secret".to_owned(),
+            instance: Uuid::nil(),
+            docker_host: None,
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}

@@ -1,0 +1,161 @@
+//! `berth-agent`: reads its configuration, sets up logging and runs the agent library.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context as _};
+use berth_agent::{Agent, AgentSettings};
+use clap::Parser;
+use serde::Deserialize;
+use tracing_subscriber::EnvFilter;
+use uuid::Uuid;
+
+/// Berth's agent: runs in an instance, dials the relay and drives the local Docker engine.
+///
+/// Settings come from the flags (or their environment variables), then from the
+/// configuration file; a flag wins over the file.
+#[derive(Debug, Parser)]
+#[command(name = "berth-agent", version)]
+struct Cli {
+    /// TOML file with keys relay_url, credential, instance and docker_host.
+    #[arg(long, value_name = "FILE", env = "BERTH_AGENT_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Relay base URL, e.g. ws://127.0.0.1:9518.
+    #[arg(long, value_name = "URL", env = "BERTH_AGENT_RELAY_URL")]
+    relay_url: Option<String>,
+
+    /// Credential issued at enrollment (sent as a bearer token).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "BERTH_AGENT_CREDENTIAL",
+        hide_env_values = true
+    )]
+    credential: Option<String>,
+
+    /// The instance this agent acts for.
+    #[arg(long, value_name = "UUID", env = "BERTH_AGENT_INSTANCE")]
+    instance: Option<Uuid>,
+
+    /// Docker engine address (unix:///path, tcp://host:port or a socket path);
+    /// default: DOCKER_HOST, else /var/run/docker.sock.
+    #[arg(long, value_name = "ADDRESS", env = "BERTH_AGENT_DOCKER_HOST")]
+    docker_host: Option<String>,
+}
+
+/// The configuration file; every key may instead come from a flag.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    relay_url: Option<String>,
+    credential: Option<String>,
+    instance: Option<Uuid>,
+    docker_host: Option<String>,
+}
+
+impl FileConfig {
+    fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+        toml::from_str(&text)
+            .with_context(|| format!("the configuration file {} is not valid", path.display()))
+    }
+}
+
+/// Merge flags over the file; say exactly where a missing setting can be given.
+fn settings(cli: Cli) -> anyhow::Result<AgentSettings> {
+    let file = match &cli.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let missing = |key: &str, flag: &str, env: &str| {
+        anyhow!("no {key} given: pass --{flag}, set {env}, or put `{key}` in the --config file")
+    };
+    Ok(AgentSettings {
+        relay_url: cli
+            .relay_url
+            .or(file.relay_url)
+            .ok_or_else(|| missing("relay_url", "relay-url", "BERTH_AGENT_RELAY_URL"))?,
+        credential: cli
+            .credential
+            .or(file.credential)
+            .ok_or_else(|| missing("credential", "credential", "BERTH_AGENT_CREDENTIAL"))?,
+        instance: cli
+            .instance
+            .or(file.instance)
+            .ok_or_else(|| missing("instance", "instance", "BERTH_AGENT_INSTANCE"))?,
+        docker_host: cli.docker_host.or(file.docker_host),
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+
+    let settings = settings(Cli::parse())?;
+    let instance = settings.instance;
+    let agent = Agent::connect(settings).await?;
+    tracing::info!(instance.id = %instance, "berth-agent started");
+    tokio::select! {
+        result = agent.run_until_stopped() => result,
+        signal = tokio::signal::ctrl_c() => {
+            signal.context("cannot listen for Ctrl-C")?;
+            tracing::info!(instance.id = %instance, "berth-agent stopping");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berth-agent").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_configuration_file() {
+        let instance = Uuid::new_v4();
+        let mut file = tempfile_in_target();
+        writeln!(
+            file.1,
+            "relay_url = \"ws://file:1\"\ncredential = \"from-file\"\ninstance = \"{instance}\""
+        )
+        .unwrap();
+        let path = file.0.to_str().unwrap().to_owned();
+        let settings = settings(cli(&["--config", &path, "--relay-url", "ws://flag:2"])).unwrap();
+        assert_eq!(settings.relay_url, "ws://flag:2");
+        assert_eq!(settings.credential, "from-file");
+        assert_eq!(settings.instance, instance);
+        assert_eq!(settings.docker_host, None);
+        std::fs::remove_file(&file.0).unwrap();
+    }
+
+    #[test]
+    fn a_missing_setting_names_the_flag_the_variable_and_the_key() {
+        let err = settings(cli(&["--relay-url", "ws://x:1", "--credential", "c"])).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("--instance") && text.contains("BERTH_AGENT_INSTANCE"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_in_the_configuration_file_are_refused() {
+        assert!(toml::from_str::<FileConfig>("relay = \"ws://x\"").is_err());
+    }
+
+    /// A scratch file under the system temp directory, unique per test run.
+    fn tempfile_in_target() -> (PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!("berth-agent-test-{}.toml", Uuid::new_v4()));
+        let file = std::fs::File::create(&path).unwrap();
+        (path, file)
+    }
+}

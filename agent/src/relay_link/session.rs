@@ -1,0 +1,363 @@
+//! One relay connection, from handshake to disconnect.
+//!
+//! ```text
+//!  engine events ─▶ forwarder ─▶ event task ─┐
+//!  commands ─▶ one task each ────────────────┼─▶ bounded queue ─▶ writer ─▶ relay
+//!  resync ─▶ snapshot task ──────────────────┘        (+ pings)
+//!  relay ─▶ reader (this task; 45 s without a frame ends the connection)
+//! ```
+//!
+//! Every outgoing message goes through one bounded queue to a single writer, so
+//! frames never interleave and a slow relay slows the agent down instead of growing
+//! its memory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context as _};
+use berth_proto::{AgentToRelay, ContainerEvent, RelayToAgent};
+use futures_util::stream::SplitSink;
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tracing::Instrument as _;
+
+use super::framing::{self, Inbound};
+use super::LinkSettings;
+use crate::runtime::Runtime;
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// How often the agent pings the relay.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How long without any inbound frame (pongs included) before the connection is dead.
+pub(crate) const READ_IDLE_LIMIT: Duration = Duration::from_secs(45);
+/// How long one outgoing frame may take to be accepted before the connection is dead.
+const WRITE_LIMIT: Duration = Duration::from_secs(45);
+/// How long the TCP connect and WebSocket handshake may take.
+const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+/// Outgoing messages queued for the writer before senders wait.
+const OUTGOING_QUEUE: usize = 256;
+/// Engine events buffered between the engine and the event task.
+const EVENT_QUEUE: usize = 1024;
+
+/// Run one connection to the relay until it ends. `established` is set once the
+/// handshake succeeds, so the caller can tell a refusal from a dropped connection.
+pub(crate) async fn run(
+    link: &LinkSettings,
+    runtime: &Runtime,
+    commands: &Arc<Semaphore>,
+    established: &mut bool,
+) -> anyhow::Result<()> {
+    // Whatever happens below, dropping the set aborts this connection's tasks.
+    let mut tasks: JoinSet<anyhow::Result<()>> = JoinSet::new();
+
+    // Subscribe before the snapshot, so a change between the two is not lost.
+    let (engine_tx, engine_rx) = mpsc::channel(EVENT_QUEUE);
+    let events = runtime.engine_events();
+    tasks.spawn(async move {
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let event =
+                event.map_err(|err| anyhow!("the Docker engine's event stream failed: {err}"))?;
+            if engine_tx.send(event).await.is_err() {
+                return Ok(());
+            }
+        }
+        bail!("the Docker engine closed its event stream")
+    });
+
+    let snapshot = runtime
+        .observe_all()
+        .await
+        .context("could not take the state snapshot")?;
+
+    let socket = connect(link).await?;
+    *established = true;
+    tracing::info!(
+        instance.id = %link.instance,
+        relay.url = %link.url,
+        containers = snapshot.len(),
+        "connected to the relay"
+    );
+    let (sink, mut stream) = socket.split();
+
+    let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    tasks.spawn(write_loop(sink, out_rx));
+    // The state goes first: nothing else can be queued before it.
+    out_tx
+        .send(AgentToRelay::State {
+            containers: snapshot,
+        })
+        .await
+        .map_err(|_| anyhow!("the relay connection closed before the state was sent"))?;
+    tasks.spawn(event_loop(runtime.clone(), engine_rx, out_tx.clone()));
+
+    loop {
+        tokio::select! {
+            frame = tokio::time::timeout(READ_IDLE_LIMIT, stream.next()) => {
+                let frame = frame.map_err(|_| anyhow!(
+                    "no frame from the relay for {} s; the connection is dead",
+                    READ_IDLE_LIMIT.as_secs()
+                ))?;
+                match frame {
+                    None => bail!("the relay connection ended"),
+                    Some(Err(err)) => return Err(err).context("reading from the relay failed"),
+                    Some(Ok(Message::Close(close))) => {
+                        tracing::info!(instance.id = %link.instance, close = ?close, "the relay closed the connection");
+                        return Ok(());
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &out_tx);
+                    }
+                    Some(Ok(Message::Binary(bytes))) => {
+                        dispatch(framing::decode(&bytes), runtime, commands, &out_tx);
+                    }
+                    // Pings are answered by tungstenite; any frame proves the peer alive.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                }
+            }
+            Some(finished) = tasks.join_next() => {
+                // The writer, the event forwarder or the event task ended: the
+                // connection cannot go on without any of them.
+                return match finished {
+                    Ok(Ok(())) => Err(anyhow!("a relay connection task stopped")),
+                    Ok(Err(err)) => Err(err),
+                    Err(join) => Err(anyhow!("a relay connection task failed: {join}")),
+                };
+            }
+        }
+    }
+}
+
+/// Open the WebSocket, presenting the credential.
+async fn connect(link: &LinkSettings) -> anyhow::Result<Socket> {
+    let mut request = link
+        .url
+        .as_str()
+        .into_client_request()
+        .with_context(|| format!("the relay URL {} is not a valid WebSocket URL", link.url))?;
+    let mut authorization = HeaderValue::from_str(&format!("Bearer {}", link.credential))
+        .map_err(|_| anyhow!("the agent credential contains characters not allowed in a header"))?;
+    authorization.set_sensitive(true);
+    request.headers_mut().insert(AUTHORIZATION, authorization);
+
+    match tokio::time::timeout(HANDSHAKE_LIMIT, tokio_tungstenite::connect_async(request)).await {
+        Err(_) => bail!(
+            "the relay at {} did not complete the WebSocket handshake within {} s",
+            link.url,
+            HANDSHAKE_LIMIT.as_secs()
+        ),
+        Ok(Err(err)) => Err(anyhow!(describe_handshake_error(&err, link))),
+        Ok(Ok((socket, _response))) => Ok(socket),
+    }
+}
+
+/// A sentence for a failed handshake; refusals name what to check.
+fn describe_handshake_error(err: &tungstenite::Error, link: &LinkSettings) -> String {
+    match err {
+        tungstenite::Error::Http(response) => {
+            let status = response.status();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|body| String::from_utf8_lossy(body).trim().to_owned())
+                .filter(|body| !body.is_empty())
+                .map(|body| format!(": {body}"))
+                .unwrap_or_default();
+            match status.as_u16() {
+                401 | 403 => format!(
+                    "the relay at {} refused the agent's credential for instance {} (HTTP {status}){body}; \
+                     check that the credential is current and issued for this instance",
+                    link.url, link.instance
+                ),
+                _ => format!("the relay at {} refused the connection (HTTP {status}){body}", link.url),
+            }
+        }
+        other => format!("could not connect to the relay at {}: {other}", link.url),
+    }
+}
+
+/// Act on one inbound frame without blocking the reader.
+fn dispatch(
+    inbound: Inbound,
+    runtime: &Runtime,
+    commands: &Arc<Semaphore>,
+    out_tx: &mpsc::Sender<AgentToRelay>,
+) {
+    match inbound {
+        Inbound::Message(RelayToAgent::Command {
+            request,
+            action,
+            command,
+        }) => {
+            let span = tracing::info_span!(
+                "command",
+                request.id = %request,
+                action.id = action.map(tracing::field::display),
+                instance.id = %runtime.instance(),
+                container.id = %crate::runtime::command_container(&command),
+                command = command.name(),
+            );
+            let runtime = runtime.clone();
+            let commands = Arc::clone(commands);
+            let out_tx = out_tx.clone();
+            // Detached on purpose: a command already sent to the engine should finish
+            // even if the connection drops; the service retries and finds its result.
+            tokio::spawn(
+                async move {
+                    let Ok(_permit) = commands.acquire_owned().await else {
+                        return;
+                    };
+                    let reply = runtime.execute(command).await;
+                    match &reply {
+                        Ok(_) => tracing::info!("command done"),
+                        Err(error) => {
+                            tracing::info!(error.kind = ?error.kind, error.message = %error.message, "command failed")
+                        }
+                    }
+                    if out_tx
+                        .send(AgentToRelay::Reply { request, reply })
+                        .await
+                        .is_err()
+                    {
+                        tracing::info!("reply not sent: the relay connection closed; the service will retry");
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        Inbound::Message(RelayToAgent::Resync) => {
+            let runtime = runtime.clone();
+            let out_tx = out_tx.clone();
+            tokio::spawn(async move {
+                match runtime.observe_all().await {
+                    Ok(containers) => {
+                        let _ = out_tx.send(AgentToRelay::State { containers }).await;
+                    }
+                    Err(error) => tracing::warn!(
+                        instance.id = %runtime.instance(),
+                        error = %error,
+                        "could not take the state snapshot the relay asked for"
+                    ),
+                }
+            });
+        }
+        Inbound::Unknown { request, error } => {
+            tracing::warn!(
+                instance.id = %runtime.instance(),
+                request.id = request.map(tracing::field::display),
+                error = %error,
+                "ignoring a frame the agent does not understand"
+            );
+            if let Some(request) = request {
+                let out_tx = out_tx.clone();
+                tokio::spawn(async move {
+                    let _ = out_tx.send(framing::not_understood(request, &error)).await;
+                });
+            }
+        }
+    }
+}
+
+/// Turn engine events into numbered [`AgentToRelay::Event`]s, in engine order.
+async fn event_loop(
+    runtime: Runtime,
+    mut engine_rx: mpsc::Receiver<bollard::models::EventMessage>,
+    out_tx: mpsc::Sender<AgentToRelay>,
+) -> anyhow::Result<()> {
+    let mut seq: u64 = 0;
+    while let Some(engine_event) = engine_rx.recv().await {
+        // An event that cannot be inspected ends the connection rather than being
+        // dropped: the reconnect sends the full state, so the relay never misses a change.
+        let event = runtime
+            .container_event(&engine_event)
+            .await
+            .map_err(|err| anyhow!(err))?;
+        let Some(event) = event else { continue };
+        seq += 1;
+        let container = match &event {
+            ContainerEvent::Changed { container } => container.uuid,
+            ContainerEvent::Removed { uuid } => *uuid,
+        };
+        tracing::debug!(instance.id = %runtime.instance(), container.id = %container, seq, "container event");
+        if out_tx
+            .send(AgentToRelay::Event { seq, event })
+            .await
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The single writer: queued messages as text frames, and a ping every interval.
+async fn write_loop(
+    mut sink: SplitSink<Socket, Message>,
+    mut out_rx: mpsc::Receiver<AgentToRelay>,
+) -> anyhow::Result<()> {
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+    // After a slow write, one ping is enough; a burst of them would only queue up.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let frame = tokio::select! {
+            message = out_rx.recv() => match message {
+                Some(message) => Message::text(
+                    framing::encode(&message).context("could not encode a message for the relay")?,
+                ),
+                None => return Ok(()),
+            },
+            _ = ping.tick() => Message::Ping(Default::default()),
+        };
+        tokio::time::timeout(WRITE_LIMIT, sink.send(frame))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "the relay did not accept a frame within {} s; the connection is dead",
+                    WRITE_LIMIT.as_secs()
+                )
+            })?
+            .context("writing to the relay failed")?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_tungstenite::tungstenite::http::Response;
+    use uuid::Uuid;
+
+    fn link() -> LinkSettings {
+        LinkSettings {
+            url: "ws://relay.example:9518/v1/agent".to_owned(),
+            credential: "secret-token".to_owned(),
+            instance: Uuid::nil(),
+        }
+    }
+
+    #[test]
+    fn a_401_refusal_says_to_check_the_credential_without_printing_it() {
+        let response = Response::builder()
+            .status(401)
+            .body(Some(b"token expired".to_vec()))
+            .unwrap();
+        let text = describe_handshake_error(&tungstenite::Error::Http(Box::new(response)), &link());
+        assert!(text.contains("refused the agent's credential"), "{text}");
+        assert!(text.contains("token expired"), "{text}");
+        assert!(!text.contains("secret-token"), "{text}");
+    }
+
+    #[test]
+    fn other_refusals_name_the_status() {
+        let response = Response::builder().status(503).body(None).unwrap();
+        let text = describe_handshake_error(&tungstenite::Error::Http(Box::new(response)), &link());
+        assert!(text.contains("HTTP 503"), "{text}");
+    }
+}

@@ -1,0 +1,630 @@
+//! The agent against the real Docker engine of this machine and an in-process relay
+//! that speaks the wire protocol (`berth_proto`) over a real WebSocket.
+//!
+//! Every test acts for a fresh random instance, so it sees only its own containers,
+//! and removes every container labelled with that instance when it ends, pass or fail.
+//! The image is `berth-test/busybox:latest`, which the repository's test setup builds.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_agent::{Agent, AgentSettings};
+use berth_proto::container::Protocol;
+use berth_proto::{
+    AgentErrorKind, AgentToRelay, Command, ContainerEvent, ContainerSpec, ObservedContainer,
+    Outcome, PortBinding, RelayToAgent, Reply, RuntimeState,
+};
+use futures_util::{SinkExt as _, StreamExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use uuid::Uuid;
+
+const IMAGE: &str = "berth-test/busybox:latest";
+const CREDENTIAL: &str = "test-credential";
+/// Generous: the engine shares two cores with other builds.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Removes every container of the test's instance when dropped.
+struct Cleanup {
+    instance: Uuid,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let filter = format!("label={}={}", berth_proto::LABEL_INSTANCE, self.instance);
+        let listed = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .expect("the docker CLI runs");
+        let ids: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", "-v"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+async fn agent_for(instance: Uuid, relay_url: &str) -> Agent {
+    Agent::connect(AgentSettings {
+        relay_url: relay_url.to_owned(),
+        credential: CREDENTIAL.to_owned(),
+        instance,
+        docker_host: None,
+    })
+    .await
+    .expect("the agent connects to the local Docker engine")
+}
+
+fn spec(command: &[&str]) -> ContainerSpec {
+    ContainerSpec {
+        uuid: Uuid::new_v4(),
+        image: IMAGE.to_owned(),
+        command: command.iter().map(|s| s.to_string()).collect(),
+        entrypoint: None,
+        environment: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
+        labels: BTreeMap::from([("berth.test".to_owned(), "agent".to_owned())]),
+        workdir: None,
+        hostname: None,
+        cpu: 0.5,
+        memory_mib: 64,
+        ports: Vec::new(),
+        restart_policy: "no".to_owned(),
+        restart_max_retries: 0,
+        interactive: false,
+        tty: false,
+        auto_remove: false,
+    }
+}
+
+fn container(reply: Reply) -> ObservedContainer {
+    match reply {
+        Ok(Outcome::Container(container)) => container,
+        other => panic!("expected a container, got {other:?}"),
+    }
+}
+
+/// A relay endpoint on port 0 that accepts agents like the real relay does.
+struct FakeRelay {
+    listener: TcpListener,
+    url: String,
+    /// `Authorization` header and path of each handshake.
+    seen: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+impl FakeRelay {
+    async fn start() -> FakeRelay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("ws://{}", listener.local_addr().unwrap());
+        FakeRelay {
+            listener,
+            url,
+            seen: Arc::default(),
+        }
+    }
+
+    /// Accept the next agent connection; `refuse` answers 401 instead.
+    // tungstenite's handshake callback returns its large `ErrorResponse` by value.
+    #[allow(clippy::result_large_err)]
+    async fn accept(&self, refuse: bool) -> Option<AgentConn> {
+        let (stream, _) = tokio::time::timeout(DEADLINE, self.listener.accept())
+            .await
+            .expect("the agent dials the relay in time")
+            .unwrap();
+        let seen = Arc::clone(&self.seen);
+        let callback = move |request: &Request, response: Response| {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            seen.lock()
+                .unwrap()
+                .push((auth, request.uri().path().to_owned()));
+            if refuse {
+                let mut refusal = ErrorResponse::new(Some("credential expired".to_owned()));
+                *refusal.status_mut() = StatusCode::UNAUTHORIZED;
+                Err(refusal)
+            } else {
+                Ok(response)
+            }
+        };
+        let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await;
+        if refuse {
+            assert!(ws.is_err());
+            return None;
+        }
+        Some(AgentConn {
+            ws: ws.unwrap(),
+            events: Vec::new(),
+            states: Vec::new(),
+        })
+    }
+}
+
+/// The relay's side of one agent connection.
+struct AgentConn {
+    ws: WebSocketStream<TcpStream>,
+    /// Events received so far, in order.
+    events: Vec<(u64, ContainerEvent)>,
+    /// State reports received after the first one.
+    states: Vec<Vec<ObservedContainer>>,
+}
+
+impl AgentConn {
+    async fn next_message(&mut self) -> AgentToRelay {
+        loop {
+            let frame = tokio::time::timeout(DEADLINE, self.ws.next())
+                .await
+                .expect("the agent sends something in time")
+                .expect("the connection is open")
+                .expect("the frame is readable");
+            match frame {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("the agent speaks the protocol")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected frame {other:?}"),
+            }
+        }
+    }
+
+    /// The first message of a connection, which must be the full state.
+    async fn initial_state(&mut self) -> Vec<ObservedContainer> {
+        match self.next_message().await {
+            AgentToRelay::State { containers } => containers,
+            other => panic!("the first message was not the state: {other:?}"),
+        }
+    }
+
+    /// Keep whatever is not a reply, so later assertions can see it.
+    fn keep(&mut self, message: AgentToRelay) {
+        match message {
+            AgentToRelay::Event { seq, event } => self.events.push((seq, event)),
+            AgentToRelay::State { containers } => self.states.push(containers),
+            AgentToRelay::Reply { request, .. } => panic!("unexpected reply to {request}"),
+        }
+    }
+
+    async fn send(&mut self, message: &RelayToAgent) {
+        let text = serde_json::to_string(message).unwrap();
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    async fn command(&mut self, command: Command) -> Reply {
+        let request = Uuid::new_v4();
+        self.send(&RelayToAgent::Command {
+            request,
+            action: Some(Uuid::new_v4()),
+            command,
+        })
+        .await;
+        loop {
+            match self.next_message().await {
+                AgentToRelay::Reply { request: r, reply } if r == request => return reply,
+                other => self.keep(other),
+            }
+        }
+    }
+
+    /// Wait until an event matching `wanted` has arrived; returns its sequence number.
+    async fn wait_event(&mut self, wanted: impl Fn(&ContainerEvent) -> bool) -> u64 {
+        loop {
+            if let Some((seq, _)) = self.events.iter().find(|(_, event)| wanted(event)) {
+                return *seq;
+            }
+            let message = self.next_message().await;
+            self.keep(message);
+        }
+    }
+
+    async fn wait_state(&mut self) -> Vec<ObservedContainer> {
+        loop {
+            if !self.states.is_empty() {
+                return self.states.remove(0);
+            }
+            let message = self.next_message().await;
+            self.keep(message);
+        }
+    }
+}
+
+fn changed_to(uuid: Uuid, state: RuntimeState) -> impl Fn(&ContainerEvent) -> bool {
+    move |event| {
+        matches!(event, ContainerEvent::Changed { container }
+            if container.uuid == uuid && container.state == state)
+    }
+}
+
+#[tokio::test]
+async fn agent_reports_state_runs_commands_and_numbers_events_over_the_relay() {
+    let instance = Uuid::new_v4();
+    let _cleanup = Cleanup { instance };
+    let relay = FakeRelay::start().await;
+    let agent = agent_for(instance, &relay.url).await;
+    let running = tokio::spawn(agent.run_until_stopped());
+
+    let mut conn = relay.accept(false).await.unwrap();
+    assert_eq!(conn.initial_state().await, Vec::new());
+    assert_eq!(
+        relay.seen.lock().unwrap()[0],
+        (format!("Bearer {CREDENTIAL}"), "/v1/agent".to_owned())
+    );
+
+    let mut spec = spec(&["sh", "-c", "echo $GREETING; echo oops >&2; exec sleep 300"]);
+    spec.ports = vec![PortBinding {
+        host_port: None,
+        container_port: 80,
+        protocol: Protocol::Tcp,
+    }];
+    let uuid = spec.uuid;
+
+    let created = container(
+        conn.command(Command::Create {
+            spec: Box::new(spec.clone()),
+        })
+        .await,
+    );
+    assert_eq!(created.uuid, uuid);
+    assert_eq!(
+        created.state,
+        RuntimeState::Created,
+        "create does not start"
+    );
+    assert_eq!(
+        created.ports[0].host_port, None,
+        "the engine has not chosen yet"
+    );
+
+    let again = container(
+        conn.command(Command::Create {
+            spec: Box::new(spec.clone()),
+        })
+        .await,
+    );
+    assert_eq!(
+        again.runtime_id, created.runtime_id,
+        "a retried create makes nothing new"
+    );
+
+    let started = container(conn.command(Command::Start { container: uuid }).await);
+    assert_eq!(started.state, RuntimeState::Running);
+    assert!(started.started_at.is_some());
+    assert!(
+        started.ports[0].host_port.is_some(),
+        "the engine-chosen host port is reported: {:?}",
+        started.ports
+    );
+    let restarted = container(conn.command(Command::Start { container: uuid }).await);
+    assert_eq!(
+        restarted.state,
+        RuntimeState::Running,
+        "starting a running container succeeds"
+    );
+
+    let start_seq = conn
+        .wait_event(changed_to(uuid, RuntimeState::Running))
+        .await;
+    assert!(start_seq >= 1);
+
+    // Logs are read once the process has written them.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let logs = match conn
+            .command(Command::Logs {
+                container: uuid,
+                stdout: true,
+                stderr: true,
+                timestamps: false,
+                tail: None,
+                since: None,
+            })
+            .await
+        {
+            Ok(Outcome::Logs(text)) => text,
+            other => panic!("expected logs, got {other:?}"),
+        };
+        if logs.contains("hello\n") && logs.contains("oops\n") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "logs never appeared: {logs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let paused = container(conn.command(Command::Pause { container: uuid }).await);
+    assert_eq!(paused.state, RuntimeState::Paused);
+    let paused_again = container(conn.command(Command::Pause { container: uuid }).await);
+    assert_eq!(
+        paused_again.state,
+        RuntimeState::Paused,
+        "pause is idempotent"
+    );
+    let unpaused = container(conn.command(Command::Unpause { container: uuid }).await);
+    assert_eq!(unpaused.state, RuntimeState::Running);
+
+    let updated = conn
+        .command(Command::Update {
+            container: uuid,
+            cpu: Some(1.0),
+            memory_mib: Some(128),
+        })
+        .await;
+    assert!(updated.is_ok(), "update: {updated:?}");
+    let limits = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "--format",
+            "{{.HostConfig.NanoCpus}} {{.HostConfig.Memory}}",
+            &berth_proto::docker_name(uuid),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&limits.stdout).trim(),
+        format!("1000000000 {}", 128 * 1024 * 1024)
+    );
+
+    let killed = container(
+        conn.command(Command::Kill {
+            container: uuid,
+            signal: "SIGKILL".to_owned(),
+        })
+        .await,
+    );
+    assert_eq!(killed.uuid, uuid);
+    conn.wait_event(changed_to(uuid, RuntimeState::Exited))
+        .await;
+    let observed = container(conn.command(Command::Inspect { container: uuid }).await);
+    assert_eq!(observed.state, RuntimeState::Exited);
+    assert_eq!(observed.exit_code, Some(137));
+    assert!(observed.finished_at.is_some());
+
+    let not_running = conn
+        .command(Command::Kill {
+            container: uuid,
+            signal: "SIGTERM".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_running.kind, AgentErrorKind::Conflict);
+
+    let stopped = container(
+        conn.command(Command::Stop {
+            container: uuid,
+            timeout_secs: Some(1),
+        })
+        .await,
+    );
+    assert_eq!(
+        stopped.state,
+        RuntimeState::Exited,
+        "stopping a stopped container succeeds"
+    );
+
+    conn.send(&RelayToAgent::Resync).await;
+    let state = conn.wait_state().await;
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].uuid, uuid);
+
+    assert_eq!(
+        conn.command(Command::Remove {
+            container: uuid,
+            force: false
+        })
+        .await,
+        Ok(Outcome::Done)
+    );
+    conn.wait_event(|event| matches!(event, ContainerEvent::Removed { uuid: u } if *u == uuid))
+        .await;
+    assert_eq!(
+        conn.command(Command::Remove {
+            container: uuid,
+            force: true
+        })
+        .await,
+        Ok(Outcome::Done),
+        "removing a missing container succeeds"
+    );
+    let missing = conn
+        .command(Command::Inspect { container: uuid })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind, AgentErrorKind::NotFound);
+    assert_eq!(
+        missing.message,
+        format!("container {uuid} does not exist on instance {instance}")
+    );
+
+    let seqs: Vec<u64> = conn.events.iter().map(|(seq, _)| *seq).collect();
+    let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+    assert_eq!(seqs, expected, "events are numbered 1, 2, 3… without gaps");
+
+    running.abort();
+}
+
+#[tokio::test]
+async fn agent_reconnects_after_refusal_and_drop_and_reports_state_first_each_time() {
+    let instance = Uuid::new_v4();
+    let _cleanup = Cleanup { instance };
+    let relay = FakeRelay::start().await;
+    let agent = agent_for(instance, &relay.url).await;
+
+    let spec = spec(&["sleep", "300"]);
+    let uuid = spec.uuid;
+    container(
+        agent
+            .runtime()
+            .execute(Command::Create {
+                spec: Box::new(spec),
+            })
+            .await,
+    );
+    let running = tokio::spawn(agent.run_until_stopped());
+
+    // A refused handshake is retried.
+    assert!(relay.accept(true).await.is_none());
+    let mut first = relay.accept(false).await.unwrap();
+    let state = first.initial_state().await;
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].uuid, uuid);
+    assert_eq!(state[0].state, RuntimeState::Created);
+
+    // The relay goes away; the agent comes back and starts over.
+    drop(first);
+    let mut second = relay.accept(false).await.unwrap();
+    assert_eq!(second.initial_state().await.len(), 1);
+    container(second.command(Command::Start { container: uuid }).await);
+    let seq = second
+        .wait_event(changed_to(uuid, RuntimeState::Running))
+        .await;
+    assert_eq!(
+        second.events[0].0, 1,
+        "numbering restarts at 1 on each connection"
+    );
+    assert!(seq >= 1);
+
+    assert!(relay
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|(auth, path)| auth == "Bearer test-credential" && path == "/v1/agent"));
+    running.abort();
+}
+
+#[tokio::test]
+async fn create_with_a_missing_image_is_image_not_found_and_leaves_nothing_behind() {
+    let instance = Uuid::new_v4();
+    let _cleanup = Cleanup { instance };
+    let agent = agent_for(instance, "ws://127.0.0.1:9").await;
+    let mut spec = spec(&[]);
+    spec.image = "nosuch:1".to_owned();
+    let error = agent
+        .runtime()
+        .execute(Command::Create {
+            spec: Box::new(spec),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, AgentErrorKind::ImageNotFound);
+    assert!(
+        error.message.starts_with(
+            "image 'nosuch:1' is not present on the instance and could not be pulled: "
+        ),
+        "{}",
+        error.message
+    );
+    assert_eq!(agent.runtime().observe_all().await.unwrap(), Vec::new());
+}
+
+#[tokio::test]
+async fn starting_a_second_container_on_a_taken_host_port_is_a_conflict_naming_the_port() {
+    let instance = Uuid::new_v4();
+    let _cleanup = Cleanup { instance };
+    let agent = agent_for(instance, "ws://127.0.0.1:9").await;
+    let runtime = agent.runtime();
+
+    // A port that is free now; the first container takes it.
+    let port = std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut specs = Vec::new();
+    for _ in 0..2 {
+        let mut spec = spec(&["sleep", "300"]);
+        spec.ports = vec![PortBinding {
+            host_port: Some(port),
+            container_port: 8080,
+            protocol: Protocol::Tcp,
+        }];
+        container(
+            runtime
+                .execute(Command::Create {
+                    spec: Box::new(spec.clone()),
+                })
+                .await,
+        );
+        specs.push(spec);
+    }
+    let first = container(
+        runtime
+            .execute(Command::Start {
+                container: specs[0].uuid,
+            })
+            .await,
+    );
+    assert_eq!(first.ports[0].host_port, Some(port));
+
+    let error = runtime
+        .execute(Command::Start {
+            container: specs[1].uuid,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, AgentErrorKind::Conflict, "{}", error.message);
+    assert!(
+        error.message.contains(&port.to_string()),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test]
+async fn an_auto_remove_container_that_is_stopped_reports_done() {
+    let instance = Uuid::new_v4();
+    let _cleanup = Cleanup { instance };
+    let agent = agent_for(instance, "ws://127.0.0.1:9").await;
+    let runtime = agent.runtime();
+    let mut spec = spec(&["sleep", "300"]);
+    spec.auto_remove = true;
+    let uuid = spec.uuid;
+    container(
+        runtime
+            .execute(Command::Create {
+                spec: Box::new(spec),
+            })
+            .await,
+    );
+    container(runtime.execute(Command::Start { container: uuid }).await);
+    let stopped = runtime
+        .execute(Command::Stop {
+            container: uuid,
+            timeout_secs: Some(1),
+        })
+        .await;
+    // The engine may report it exited for a moment before removing it.
+    match stopped {
+        Ok(Outcome::Done) => {}
+        Ok(Outcome::Container(c)) => assert_ne!(c.state, RuntimeState::Running),
+        other => panic!("unexpected reply {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn connect_fails_with_an_explanation_when_docker_is_unreachable() {
+    let error = Agent::connect(AgentSettings {
+        relay_url: "ws://127.0.0.1:9".to_owned(),
+        credential: CREDENTIAL.to_owned(),
+        instance: Uuid::new_v4(),
+        docker_host: Some("/nonexistent/docker.sock".to_owned()),
+    })
+    .await
+    .unwrap_err();
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
+        "{text}"
+    );
+}

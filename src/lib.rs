@@ -1,0 +1,166 @@
+//! The all-in-one deployment behind `berth up`: the service, a relay and an agent for
+//! this host in one process, with SQLite under a data directory by default.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_agent::{Agent, AgentSettings};
+use berth_relay::{Relay, RelaySettings};
+use berth_service::identity::keys::{write_private, SigningKey};
+use berth_service::startup::{generate_password, CREDENTIAL_KEY_FILE};
+use berth_service::{Application, ServiceSettings};
+use uuid::Uuid;
+
+/// How to run the embedded deployment.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Where state lives: the SQLite database, keys, openrc and clouds.yaml.
+    pub data_dir: PathBuf,
+    /// Where the API listens.
+    pub listen: SocketAddr,
+    /// Where the relay listens.
+    pub relay_listen: SocketAddr,
+    /// The address at which published ports of this host's containers are reached.
+    pub advertise_address: IpAddr,
+    /// A database other than SQLite under the data directory.
+    pub database_url: Option<String>,
+    /// The Docker engine to drive (default: DOCKER_HOST or the local socket).
+    pub docker_host: Option<String>,
+}
+
+/// A started embedded deployment: listening, agent connecting.
+pub struct Embedded {
+    app: Application,
+    relay: Relay,
+    agent: Agent,
+    /// The API's base URL.
+    pub public_url: String,
+    /// The relay's URL.
+    pub relay_url: String,
+    /// The instance id of this host.
+    pub instance: Uuid,
+    /// The canonical data directory.
+    pub data_dir: PathBuf,
+    /// The admin's password.
+    pub admin_password: String,
+}
+
+impl Embedded {
+    /// Starts everything, creating the admin account and writing openrc and
+    /// clouds.yaml on the way.
+    pub async fn start(opts: UpOptions) -> anyhow::Result<Embedded> {
+        let data = opts.data_dir.clone();
+        std::fs::create_dir_all(&data)
+            .with_context(|| format!("creating the data directory {}", data.display()))?;
+        let data = data.canonicalize()?;
+        let keys_dir = data.join("keys");
+        let credential_key = SigningKey::load_or_create(&keys_dir.join(CREDENTIAL_KEY_FILE))?;
+
+        let relay = Relay::bind(RelaySettings::new(
+            opts.relay_listen,
+            credential_key.public_key_pem(),
+        ))
+        .await
+        .with_context(|| format!("starting the relay on {}", opts.relay_listen))?;
+        let relay_url = format!("ws://{}", relay.local_addr());
+
+        let database_url = opts
+            .database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", data.join("berth.sqlite").display()));
+        let public_ip = if opts.listen.ip().is_unspecified() {
+            opts.advertise_address
+        } else {
+            opts.listen.ip()
+        };
+        let app = Application::build(ServiceSettings {
+            listen: opts.listen,
+            // With port 0 the port is known only after binding; the service then
+            // derives its URL from the listener.
+            public_url: (opts.listen.port() != 0)
+                .then(|| format!("http://{}", SocketAddr::new(public_ip, opts.listen.port()))),
+            database_url,
+            relay_url: relay_url.clone(),
+            keys_dir,
+            token_ttl: Duration::from_secs(3600),
+            region: "RegionOne".into(),
+        })
+        .await?;
+        let public_url = app.public_url().to_owned();
+
+        let admin_password = admin_password(&data)?;
+        let admin = app.ensure_admin(&admin_password).await?;
+        let instance = app
+            .ensure_static_instance(
+                &admin.project_id,
+                "local",
+                &opts.advertise_address.to_string(),
+            )
+            .await?;
+        let credential =
+            app.mint_agent_credential(instance, Duration::from_secs(10 * 365 * 24 * 3600))?;
+        let agent = Agent::connect(AgentSettings {
+            relay_url: relay_url.clone(),
+            credential,
+            instance,
+            docker_host: opts.docker_host.clone(),
+        })
+        .await
+        .context("connecting to the local Docker engine")?;
+        write_client_config(&data, &public_url, &admin_password)?;
+        Ok(Embedded {
+            app,
+            relay,
+            agent,
+            public_url,
+            relay_url,
+            instance,
+            data_dir: data,
+            admin_password,
+        })
+    }
+
+    /// Runs until one part stops (which is an error) .
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tokio::select! {
+            r = self.app.run_until_stopped() => r.context("the API stopped"),
+            r = self.relay.run_until_stopped() => r.context("the relay stopped"),
+            r = self.agent.run_until_stopped() => r.context("the agent stopped"),
+        }
+    }
+}
+
+/// The admin password: made on first start and kept in the data directory.
+fn admin_password(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("admin-password");
+    if let Ok(p) = std::fs::read_to_string(&path) {
+        return Ok(p.trim().to_owned());
+    }
+    let p = generate_password();
+    write_private(&path, p.as_bytes())?;
+    Ok(p)
+}
+
+/// Writes `openrc` and `clouds.yaml` for the current API address.
+fn write_client_config(data: &Path, public_url: &str, password: &str) -> anyhow::Result<()> {
+    let auth_url = format!("{public_url}/identity/v3");
+    let openrc = format!(
+        "# Berth admin credentials: source this file.\n\
+         export OS_AUTH_URL={auth_url}\n\
+         export OS_USERNAME=admin\n\
+         export OS_PASSWORD='{password}'\n\
+         export OS_PROJECT_NAME=admin\n\
+         export OS_USER_DOMAIN_NAME=Default\n\
+         export OS_PROJECT_DOMAIN_NAME=Default\n\
+         export OS_IDENTITY_API_VERSION=3\n\
+         export OS_REGION_NAME=RegionOne\n"
+    );
+    write_private(&data.join("openrc"), openrc.as_bytes())?;
+    let clouds = format!(
+        "clouds:\n  berth:\n    auth:\n      auth_url: {auth_url}\n      username: admin\n      password: '{password}'\n      project_name: admin\n      user_domain_name: Default\n      project_domain_name: Default\n    region_name: RegionOne\n    identity_api_version: 3\n"
+    );
+    write_private(&data.join("clouds.yaml"), clouds.as_bytes())?;
+    Ok(())
+}
