@@ -87,7 +87,7 @@ async fn full_state(
                 if exists {
                     instances::set_agent_connected(c, &id, true)?;
                 }
-                Ok(exists.then(|| q::on_instance(c, &id)).transpose()?)
+                exists.then(|| q::on_instance(c, &id)).transpose()
             })
             .await?
     };

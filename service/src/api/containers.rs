@@ -319,8 +319,10 @@ async fn create(
     let query = Params::parse(&req, b"")?;
     query.only(&["run"])?;
     let run = query.bool("run", false)?;
-    let parsed: CreateBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::BadRequest(format!("Invalid container: {e}")))?;
+    let parsed: CreateBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::BadRequest(format!("Invalid container: {e}")),
+        _ => ApiError::BadRequest(format!("The request body is not valid JSON: {e}")),
+    })?;
     let new = NewContainer::try_from(parsed)?;
     let id = Uuid::new_v4().to_string();
     let action_id = Uuid::new_v4().to_string();
@@ -485,9 +487,9 @@ async fn render(
             let ports = q::ports_of(c, &ids)?;
             let mut insts: HashMap<String, InstanceRow> = HashMap::new();
             for id in instance_ids {
-                if !insts.contains_key(&id) {
-                    if let Some(i) = instances::get(c, &id)? {
-                        insts.insert(id, i);
+                if let std::collections::hash_map::Entry::Vacant(slot) = insts.entry(id) {
+                    if let Some(i) = instances::get(c, slot.key())? {
+                        slot.insert(i);
                     }
                 }
             }

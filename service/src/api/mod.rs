@@ -38,7 +38,14 @@ async fn microversion(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     match ApiVersion::negotiate(header.as_deref()) {
-        Err(e) => Ok(req.into_response(e.error_response()).map_into_right_body()),
+        Err(e) => {
+            let mut res = req.into_response(e.error_response());
+            // The refusal still tells the client which versions exist.
+            for (name, value) in MIN.response_headers().into_iter().take(2) {
+                res.headers_mut().insert(name, value);
+            }
+            Ok(res.map_into_right_body())
+        }
         Ok(v) => {
             req.extensions_mut().insert(v);
             let mut res = next.call(req).await?;
@@ -80,12 +87,11 @@ async fn v1(state: web::Data<AppState>) -> HttpResponse {
             {"href": "https://docs.openstack.org/developer/zun/dev/api-spec-v1.html", "rel": "describedby", "type": "text/html"},
         ],
     });
-    for res in ["containers"] {
-        doc[res] = json!([
-            {"href": format!("{base}/v1/{res}/"), "rel": "self"},
-            {"href": format!("{base}/{res}/"), "rel": "bookmark"},
-        ]);
-    }
+    // Only the resources Berth serves are listed.
+    doc["containers"] = json!([
+        {"href": format!("{base}/v1/containers/"), "rel": "self"},
+        {"href": format!("{base}/containers/"), "rel": "bookmark"},
+    ]);
     HttpResponse::Ok().json(doc)
 }
 
