@@ -77,6 +77,23 @@ fn lifecycle_works_end_to_end(berth: Berth) {
         "{list}"
     );
 
+    // PATCH: rename, and change memory on the live container.
+    berth.osc_ok(&[
+        "container-update",
+        "web",
+        "--name",
+        "web2",
+        "--memory",
+        "256",
+    ]);
+    let updated = berth.show(&id);
+    assert_eq!(updated["name"], "web2");
+    assert_eq!(updated["memory"], "256");
+    assert_eq!(
+        docker_inspect(&id, "{{.HostConfig.Memory}}").as_deref(),
+        Some("268435456")
+    );
+
     // stop → Stopped, and Docker agrees.
     berth.osc_ok(&["container-stop", &id, "--timeout", "1"]);
     berth.wait_status(&id, "Stopped");

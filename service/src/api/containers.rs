@@ -320,7 +320,9 @@ async fn create(
     query.only(&["run"])?;
     let run = query.bool("run", false)?;
     let parsed: CreateBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::BadRequest(format!("Invalid container: {e}")),
+        serde_json::error::Category::Data => {
+            ApiError::BadRequest(format!("Invalid container: {e}"))
+        }
         _ => ApiError::BadRequest(format!("The request body is not valid JSON: {e}")),
     })?;
     let new = NewContainer::try_from(parsed)?;
