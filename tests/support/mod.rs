@@ -383,3 +383,86 @@ pub fn http() -> reqwest::blocking::Client {
         .build()
         .unwrap()
 }
+
+/// A user of one project, made through the embedded Keystone API, with the OS_*
+/// environment `osc` and `openstack` need to act as that user.
+pub struct ProjectUser {
+    pub project_id: String,
+    pub user_id: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Berth {
+    /// Creates (or reuses) `project` and `user` with `role` (admin, member or reader)
+    /// through the identity API, as the admin.
+    pub fn project_user(&self, project: &str, user: &str, role: &str) -> ProjectUser {
+        let admin = self.token();
+        let client = http();
+        let id_base = format!("{}/identity/v3", self.url);
+        let find = |kind: &str, name: &str| -> Option<String> {
+            let v: Value = client
+                .get(format!("{id_base}/{kind}?name={name}"))
+                .header("X-Auth-Token", &admin)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            v[kind][0]["id"].as_str().map(str::to_owned)
+        };
+        let project_id = find("projects", project).unwrap_or_else(|| {
+            let r = client
+                .post(format!("{id_base}/projects"))
+                .header("X-Auth-Token", &admin)
+                .json(&serde_json::json!({"project": {"name": project, "domain_id": "default"}}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201, "project create");
+            r.json::<Value>().unwrap()["project"]["id"].as_str().unwrap().to_owned()
+        });
+        let password = format!("pw-{user}");
+        let user_id = find("users", user).unwrap_or_else(|| {
+            let r = client
+                .post(format!("{id_base}/users"))
+                .header("X-Auth-Token", &admin)
+                .json(&serde_json::json!({"user": {"name": user, "password": password, "domain_id": "default", "default_project_id": project_id}}))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201, "user create");
+            r.json::<Value>().unwrap()["user"]["id"].as_str().unwrap().to_owned()
+        });
+        let role_id = find("roles", role).unwrap_or_else(|| panic!("role {role} exists"));
+        let r = client
+            .put(format!("{id_base}/projects/{project_id}/users/{user_id}/roles/{role_id}"))
+            .header("X-Auth-Token", &admin)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204, "role assignment");
+        let env = vec![
+            ("OS_AUTH_URL".to_owned(), self.env("OS_AUTH_URL")),
+            ("OS_USERNAME".to_owned(), user.to_owned()),
+            ("OS_PASSWORD".to_owned(), password),
+            ("OS_PROJECT_NAME".to_owned(), project.to_owned()),
+            ("OS_USER_DOMAIN_NAME".to_owned(), "Default".to_owned()),
+            ("OS_PROJECT_DOMAIN_NAME".to_owned(), "Default".to_owned()),
+            ("OS_IDENTITY_API_VERSION".to_owned(), "3".to_owned()),
+        ];
+        ProjectUser { project_id, user_id, env }
+    }
+
+    /// Runs `osc` as `user`.
+    pub fn osc_as(&self, user: &ProjectUser, args: &[&str]) -> Output {
+        let mut cmd = Command::new(osc_path());
+        cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        for (k, v) in &user.env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("osc runs")
+    }
+
+    /// A token for `user`, through the identity API.
+    pub fn token_as(&self, user: &ProjectUser) -> String {
+        let out = self.osc_as(user, &["token-issue", "-f", "value", "-c", "id"]);
+        assert!(out.status.success(), "token-issue: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
