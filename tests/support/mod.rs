@@ -417,7 +417,10 @@ impl Berth {
                 .send()
                 .unwrap();
             assert_eq!(r.status().as_u16(), 201, "project create");
-            r.json::<Value>().unwrap()["project"]["id"].as_str().unwrap().to_owned()
+            r.json::<Value>().unwrap()["project"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         });
         let password = format!("pw-{user}");
         let user_id = find("users", user).unwrap_or_else(|| {
@@ -432,7 +435,9 @@ impl Berth {
         });
         let role_id = find("roles", role).unwrap_or_else(|| panic!("role {role} exists"));
         let r = client
-            .put(format!("{id_base}/projects/{project_id}/users/{user_id}/roles/{role_id}"))
+            .put(format!(
+                "{id_base}/projects/{project_id}/users/{user_id}/roles/{role_id}"
+            ))
             .header("X-Auth-Token", &admin)
             .send()
             .unwrap();
@@ -446,13 +451,19 @@ impl Berth {
             ("OS_PROJECT_DOMAIN_NAME".to_owned(), "Default".to_owned()),
             ("OS_IDENTITY_API_VERSION".to_owned(), "3".to_owned()),
         ];
-        ProjectUser { project_id, user_id, env }
+        ProjectUser {
+            project_id,
+            user_id,
+            env,
+        }
     }
 
     /// Runs `osc` as `user`.
     pub fn osc_as(&self, user: &ProjectUser, args: &[&str]) -> Output {
         let mut cmd = Command::new(osc_path());
-        cmd.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default());
         for (k, v) in &user.env {
             cmd.env(k, v);
         }
@@ -462,7 +473,11 @@ impl Berth {
     /// A token for `user`, through the identity API.
     pub fn token_as(&self, user: &ProjectUser) -> String {
         let out = self.osc_as(user, &["token-issue", "-f", "value", "-c", "id"]);
-        assert!(out.status.success(), "token-issue: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "token-issue: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 }
