@@ -114,6 +114,9 @@ async fn main() -> anyhow::Result<()> {
         advertise_address: "127.0.0.1".parse()?,
         database_url: None,
         docker_host: None,
+        agent_image: berth_service::providers::docker::DEFAULT_IMAGE.into(),
+        token_ttl: Duration::from_secs(3600),
+        policy_file: None,
     })
     .await?;
     let url = up.public_url.clone();

@@ -9,6 +9,7 @@ use anyhow::Context;
 use berth_agent::{Agent, AgentSettings};
 use berth_relay::{Relay, RelaySettings};
 use berth_service::identity::keys::{write_private, SigningKey};
+use berth_service::providers::docker::DockerOptions;
 use berth_service::startup::{generate_password, CREDENTIAL_KEY_FILE};
 use berth_service::{Application, ServiceSettings};
 use uuid::Uuid;
@@ -28,6 +29,12 @@ pub struct UpOptions {
     pub database_url: Option<String>,
     /// The Docker engine to drive (default: DOCKER_HOST or the local socket).
     pub docker_host: Option<String>,
+    /// The berth-agent image of other projects' instances (the `docker` provider).
+    pub agent_image: String,
+    /// A policy file overriding the default policy.
+    pub policy_file: Option<PathBuf>,
+    /// How long the embedded identity's tokens stay valid.
+    pub token_ttl: Duration,
 }
 
 /// A started embedded deployment: listening, agent connecting.
@@ -84,8 +91,10 @@ impl Embedded {
             database_url,
             relay_url: relay_url.clone(),
             keys_dir,
-            token_ttl: Duration::from_secs(3600),
+            token_ttl: opts.token_ttl,
             region: "RegionOne".into(),
+            policy_file: opts.policy_file.clone(),
+            identity: Default::default(),
         })
         .await?;
         let public_url = app.public_url().to_owned();
@@ -109,6 +118,17 @@ impl Embedded {
         })
         .await
         .context("connecting to the local Docker engine")?;
+        // Every project but admin (which has this host) gets an instance of its own on
+        // its first container: an agent container on this host's engine.
+        app.enable_docker_instances(DockerOptions {
+            host_instance: instance,
+            address: opts.advertise_address.to_string(),
+            image: opts.agent_image.clone(),
+            relay_url: relay_url.clone(),
+            docker_socket: docker_socket_path(opts.docker_host.as_deref()),
+        })
+        .await
+        .context("enabling instances on demand")?;
         write_client_config(&data, &public_url, &admin_password)?;
         Ok(Embedded {
             app,
@@ -129,6 +149,16 @@ impl Embedded {
             r = self.relay.run_until_stopped() => r.context("the relay stopped"),
             r = self.agent.run_until_stopped() => r.context("the agent stopped"),
         }
+    }
+}
+
+/// The path of the engine's socket on this host, to mount into agent containers: that of
+/// a `unix://` (or plain path) engine address, else the engine's default.
+fn docker_socket_path(docker_host: Option<&str>) -> String {
+    match docker_host {
+        Some(h) if h.starts_with("unix://") => h.trim_start_matches("unix://").to_owned(),
+        Some(h) if h.starts_with('/') => h.to_owned(),
+        _ => "/var/run/docker.sock".to_owned(),
     }
 }
 

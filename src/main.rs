@@ -41,6 +41,26 @@ struct UpArgs {
     /// The Docker engine to drive (default: DOCKER_HOST or the local socket).
     #[arg(long, env = "BERTH_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// The berth-agent image each project's instance runs (scripts/build-agent-image builds it).
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "berth-agent:dev",
+        env = "BERTH_AGENT_IMAGE"
+    )]
+    agent_image: String,
+    /// A policy file (YAML or JSON, like oslo.policy's policy.yaml) overriding the defaults.
+    #[arg(long, value_name = "PATH", env = "BERTH_POLICY_FILE")]
+    policy_file: Option<PathBuf>,
+    /// How long tokens of the embedded identity stay valid, in seconds (at least 1).
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 3600,
+        value_parser = clap::value_parser!(u64).range(1..),
+        env = "BERTH_TOKEN_TTL"
+    )]
+    token_ttl: u64,
 }
 
 #[tokio::main]
@@ -65,6 +85,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         advertise_address: args.advertise_address,
         database_url: args.database_url,
         docker_host: args.docker_host,
+        agent_image: args.agent_image,
+        policy_file: args.policy_file,
+        token_ttl: std::time::Duration::from_secs(args.token_ttl),
     })
     .await?;
     let (url, data) = (up.public_url.clone(), up.data_dir.clone());

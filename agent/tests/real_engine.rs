@@ -82,6 +82,7 @@ fn spec(command: &[&str]) -> ContainerSpec {
         interactive: false,
         tty: false,
         auto_remove: false,
+        infra: None,
     }
 }
 

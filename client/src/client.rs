@@ -32,9 +32,12 @@ const MAX_LIST_PAGES: usize = 1000;
 /// uuids or names.
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     endpoint: Url,
-    token: TokenInfo,
+    pub(crate) token: TokenInfo,
+    /// The identity API's base (`.../v3`) the token came from; `None` for a client made
+    /// with a token alone.
+    pub(crate) identity: Option<Url>,
 }
 
 impl std::fmt::Debug for Client {
@@ -89,10 +92,15 @@ impl Client {
                         password.region_name.as_deref(),
                     )?,
                 };
+                let mut identity = url.clone();
+                if let Ok(mut segments) = identity.path_segments_mut() {
+                    segments.pop().pop();
+                }
                 Ok(Client {
                     http,
                     endpoint: parse_base_url(&endpoint)?,
                     token: body.token.info(token_id),
+                    identity: Some(identity),
                 })
             }
         }
@@ -108,6 +116,7 @@ impl Client {
                 id: token.into(),
                 ..TokenInfo::default()
             },
+            identity: None,
         })
     }
 
@@ -330,7 +339,7 @@ fn bool_str(value: bool) -> &'static str {
     }
 }
 
-fn http_client() -> Result<reqwest::Client, ClientError> {
+pub(crate) fn http_client() -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .user_agent(concat!("berth-osc/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
@@ -358,7 +367,7 @@ pub(crate) fn parse_base_url(text: &str) -> Result<Url, ClientError> {
 
 /// Turns a non-success answer into [`ClientError::Api`]. The URL is left out of the
 /// message: the status and the server's words say what was wrong.
-async fn check_status(response: Response) -> Result<Response, ClientError> {
+pub(crate) async fn check_status(response: Response) -> Result<Response, ClientError> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -374,7 +383,10 @@ fn reason(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("Error")
 }
 
-async fn decode<T: DeserializeOwned>(response: Response, url: &Url) -> Result<T, ClientError> {
+pub(crate) async fn decode<T: DeserializeOwned>(
+    response: Response,
+    url: &Url,
+) -> Result<T, ClientError> {
     let bytes = response
         .bytes()
         .await

@@ -33,6 +33,8 @@
 //! - [`auth`] — [`AuthConfig`], the Keystone v3 token request and catalog lookup.
 //! - [`container`] — the container view and request bodies, and the types that parse
 //!   user input ([`PortSpec`], [`RestartPolicy`], [`MemoryMib`], [`KeyValue`]).
+//! - [`identity`] — projects, users, roles, role assignments and the catalog (Keystone
+//!   v3), with names or ids.
 //! - [`clouds`] — clouds.yaml.
 //! - [`output`] — python-openstackclient's output formats.
 //! - [`shell`] — splitting `--cmd` like a shell.
@@ -49,6 +51,7 @@ pub mod client;
 pub mod clouds;
 pub mod container;
 pub mod error;
+pub mod identity;
 pub mod output;
 pub mod shell;
 

@@ -41,6 +41,38 @@ pub struct ContainerSpec {
     pub tty: bool,
     /// Remove the container when it exits.
     pub auto_remove: bool,
+    /// Infrastructure-only options (host mounts, host networking) for the containers
+    /// Berth itself runs, such as the agent of a `docker`-provider instance.
+    ///
+    /// Never set for a tenant's container: the service builds tenant specs from stored
+    /// rows, which have no such fields, and only the instance providers set this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infra: Option<InfraOptions>,
+}
+
+/// Privileged settings of an infrastructure container. Tenants can never ask for these:
+/// they would reach the instance's engine (a bind-mounted Docker socket) or its network
+/// stack (host networking).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct InfraOptions {
+    /// Host paths bind-mounted into the container.
+    #[serde(default)]
+    pub binds: Vec<BindMount>,
+    /// Share the instance's network namespace (Docker `NetworkMode: host`).
+    #[serde(default)]
+    pub host_network: bool,
+}
+
+/// One host path mounted into an infrastructure container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BindMount {
+    /// Path on the instance.
+    pub host_path: String,
+    /// Path inside the container.
+    pub container_path: String,
+    /// Mount read-only.
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// One published port: `host_port` on the instance forwards to `container_port`.
@@ -133,4 +165,56 @@ pub enum ContainerEvent {
         /// Berth's uuid.
         uuid: Uuid,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec {
+            uuid: Uuid::nil(),
+            image: "img".into(),
+            command: Vec::new(),
+            entrypoint: None,
+            environment: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            workdir: None,
+            hostname: None,
+            cpu: 0.0,
+            memory_mib: 0,
+            ports: Vec::new(),
+            restart_policy: "no".into(),
+            restart_max_retries: 0,
+            interactive: false,
+            tty: false,
+            auto_remove: false,
+            infra: None,
+        }
+    }
+
+    #[test]
+    fn a_spec_without_infra_options_says_nothing_of_them_on_the_wire() {
+        let wire = serde_json::to_value(spec()).unwrap();
+        assert!(wire.get("infra").is_none(), "{wire}");
+        // And a spec from a peer that knows no infra options reads as having none.
+        let back: ContainerSpec = serde_json::from_value(wire).unwrap();
+        assert_eq!(back.infra, None);
+    }
+
+    #[test]
+    fn infra_options_round_trip() {
+        let mut s = spec();
+        s.infra = Some(InfraOptions {
+            binds: vec![BindMount {
+                host_path: "/var/run/docker.sock".into(),
+                container_path: "/var/run/docker.sock".into(),
+                read_only: false,
+            }],
+            host_network: true,
+        });
+        let back: ContainerSpec =
+            serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+        assert_eq!(back, s);
+    }
 }

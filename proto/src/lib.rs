@@ -17,7 +17,10 @@ pub mod container;
 pub mod relay;
 
 pub use command::{AgentError, AgentErrorKind, Command, Outcome, Reply};
-pub use container::{ContainerEvent, ContainerSpec, ObservedContainer, PortBinding, RuntimeState};
+pub use container::{
+    BindMount, ContainerEvent, ContainerSpec, InfraOptions, ObservedContainer, PortBinding,
+    RuntimeState,
+};
 pub use relay::{AgentToRelay, RelayToAgent, RelayToService, RequestId, ServiceToRelay};
 
 /// Docker label that carries the Berth container uuid on every container an agent makes.

@@ -12,6 +12,8 @@ pub mod db;
 pub mod domain;
 pub mod identity;
 pub mod lifecycle;
+pub mod policy;
+pub mod providers;
 pub mod reconciler;
 pub mod scheduler;
 pub mod settings;

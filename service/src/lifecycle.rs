@@ -18,14 +18,17 @@ use uuid::Uuid;
 use crate::agents::Agents;
 use crate::db::containers::{self as q, ContainerChange};
 use crate::db::models::{ContainerRow, PortRow};
-use crate::db::{Db, DbError};
-use crate::domain::ContainerStatus;
+use crate::db::{instances, Db, DbError};
+use crate::domain::{ContainerStatus, TaskState};
+use crate::providers::Provisioner;
+use crate::scheduler::WAITING_FOR_INSTANCE;
 
 /// Runs container operations in the background.
 #[derive(Clone)]
 pub struct Lifecycle {
     db: Db,
     agents: Agents,
+    providers: Provisioner,
     busy: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -53,11 +56,13 @@ pub enum Operation {
 }
 
 impl Lifecycle {
-    /// A lifecycle driver over `db` and `agents`.
-    pub fn new(db: Db, agents: Agents) -> Self {
+    /// A lifecycle driver over `db` and `agents`; containers placed on an instance
+    /// still being made have `providers` make it.
+    pub fn new(db: Db, agents: Agents, providers: Provisioner) -> Self {
         Self {
             db,
             agents,
+            providers,
             busy: Arc::default(),
         }
     }
@@ -74,8 +79,16 @@ impl Lifecycle {
     pub fn spawn_create(&self, id: String, action: Option<String>) {
         let this = self.clone();
         tokio::spawn(async move {
-            let Some(_guard) = this.claim(&id) else {
-                return;
+            // A create queued behind another waits its turn rather than being dropped:
+            // the one before may have just decided to wait for the instance, which
+            // this one (resumed when the instance's agent connected) must not miss.
+            // Creates are idempotent and a finished one leaves Creating, so the queued
+            // one then does nothing.
+            let _guard = loop {
+                if let Some(g) = this.claim(&id) {
+                    break g;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             };
             if let Err(e) = this.create(&id, action.as_deref()).await {
                 tracing::error!(container.id = %id, error = %e, "create could not be recorded");
@@ -135,6 +148,15 @@ impl Lifecycle {
         else {
             return Ok(());
         };
+        // A create resumed by the reconciler finishes the create action it belongs to.
+        let open_action = match action {
+            Some(_) => None,
+            None => self.open_create_action(id).await?,
+        };
+        let action = action.or(open_action.as_deref());
+        if !self.instance_ready(&row).await? {
+            return Ok(());
+        }
         let spec = spec_from_row(&row);
         let action_uuid = action.and_then(|a| Uuid::parse_str(a).ok());
         let created = self
@@ -188,6 +210,66 @@ impl Lifecycle {
                 .await
             }
         }
+    }
+
+    /// Whether the container's instance takes containers now. An instance still being
+    /// made is made (if this process is not at it already) and the container keeps
+    /// waiting: the reconciler resumes it when the instance's agent connects. A
+    /// container on an instance that could not be made fails with the instance's reason
+    /// (and its create action with it).
+    async fn instance_ready(&self, row: &ContainerRow) -> Result<bool, DbError> {
+        let Some(instance_id) = row.instance_id.clone() else {
+            return Ok(false);
+        };
+        let instance = self
+            .db
+            .run(move |c| instances::get(c, &instance_id))
+            .await?;
+        let Some(instance) = instance else {
+            // Not known here: let the agent call say what is wrong.
+            return Ok(true);
+        };
+        match instance.status.as_str() {
+            instances::STATUS_BUILDING => {
+                tracing::info!(container.id = %row.id, instance.id = %instance.id, "waiting for the instance to be made");
+                self.providers.ensure_making(instance);
+                Ok(false)
+            }
+            instances::STATUS_ERROR => {
+                // The instance's reason already says what failed and what to do.
+                let reason = instance.status_reason.clone().unwrap_or_else(|| {
+                    "Could not make an instance for the project; create the container again"
+                        .to_owned()
+                });
+                let id = instance.id.clone();
+                self.db
+                    .run(move |c| instances::fail_waiting_containers(c, &id, &reason))
+                    .await?;
+                tracing::warn!(container.id = %row.id, instance.id = %instance.id, "the container's instance could not be made");
+                Ok(false)
+            }
+            _ => {
+                if row.task_state.as_deref() == Some(WAITING_FOR_INSTANCE) {
+                    let id = row.id.clone();
+                    let change = ContainerChange {
+                        task_state: Some(Some(TaskState::ContainerCreating.as_str().into())),
+                        ..Default::default()
+                    };
+                    self.db.run(move |c| q::update(c, &id, change)).await?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// The unfinished create action of a container, if any.
+    async fn open_create_action(&self, id: &str) -> Result<Option<String>, DbError> {
+        let id = id.to_owned();
+        let actions = self.db.run(move |c| q::actions_of(c, &id)).await?;
+        Ok(actions
+            .into_iter()
+            .find(|a| a.action == "create" && a.finish_time.is_none())
+            .map(|a| a.id))
     }
 
     async fn operate(&self, id: &str, action: &str, op: Operation) -> Result<(), DbError> {
@@ -498,6 +580,9 @@ pub fn spec_from_row(row: &ContainerRow) -> ContainerSpec {
         interactive: row.interactive,
         tty: row.tty,
         auto_remove: row.auto_remove,
+        // Tenant containers never get host mounts or host networking: only instance
+        // providers build specs with infra options.
+        infra: None,
     }
 }
 
@@ -544,6 +629,20 @@ mod tests {
             .unwrap()
             .unwrap()
             .contains("Exited(137)"));
+    }
+
+    #[test]
+    fn a_tenant_spec_never_carries_infra_options() {
+        // Whatever a tenant stored (labels and environment naming mounts or networks),
+        // the spec built from its row asks for no host mount and no host network.
+        let mut row =
+            crate::db::instances::tests::container(&Uuid::new_v4().to_string(), "p1", Some("i1"));
+        row.labels = r#"{"infra":"{\"host_network\":true}"}"#.into();
+        row.environment = r#"{"DOCKER_HOST":"unix:///var/run/docker.sock"}"#.into();
+        let spec = spec_from_row(&row);
+        assert_eq!(spec.infra, None);
+        let wire = serde_json::to_value(&spec).unwrap();
+        assert!(wire.get("infra").is_none(), "{wire}");
     }
 
     #[test]

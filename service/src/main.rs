@@ -31,6 +31,37 @@ struct Cli {
     /// URL clients reach the API at.
     #[arg(long, env = "BERTH_SERVICE_PUBLIC_URL", global = true)]
     public_url: Option<String>,
+    /// An external Keystone's v3 URL ([identity] keystone_url): Berth then validates
+    /// tokens there and issues none itself.
+    #[arg(long, env = "BERTH_SERVICE_KEYSTONE_URL", global = true)]
+    keystone_url: Option<String>,
+    /// Berth's service user in that Keystone (default `berth`).
+    #[arg(long, env = "BERTH_SERVICE_KEYSTONE_USERNAME", global = true)]
+    keystone_username: Option<String>,
+    /// The service user's password (prefer the variable or the file to the flag).
+    #[arg(
+        long,
+        env = "BERTH_SERVICE_KEYSTONE_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    keystone_password: Option<String>,
+    /// The service user's project (default `service`).
+    #[arg(long, env = "BERTH_SERVICE_KEYSTONE_PROJECT", global = true)]
+    keystone_project: Option<String>,
+    /// The service user's domain id (default `default`).
+    #[arg(long, env = "BERTH_SERVICE_KEYSTONE_USER_DOMAIN_ID", global = true)]
+    keystone_user_domain_id: Option<String>,
+    /// The service project's domain id (default `default`).
+    #[arg(long, env = "BERTH_SERVICE_KEYSTONE_PROJECT_DOMAIN_ID", global = true)]
+    keystone_project_domain_id: Option<String>,
+    /// Seconds a validated Keystone token is trusted before asking again (default
+    /// 300, never past the token's expiry; 0: ask every time).
+    #[arg(long, env = "BERTH_SERVICE_TOKEN_CACHE_TTL", global = true)]
+    token_cache_ttl: Option<u64>,
+    /// Directory of Keystone's JWS public keys, for checking JWS tokens offline first.
+    #[arg(long, env = "BERTH_SERVICE_JWS_PUBLIC_KEYS_DIR", global = true)]
+    jws_public_keys_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -53,6 +84,14 @@ enum Cmd {
         /// The address published ports are reached at.
         #[arg(long)]
         address: String,
+        /// The project the host belongs to (default: the admin project). With an
+        /// external Keystone this is required: a Keystone project id.
+        #[arg(long)]
+        project_id: Option<String>,
+        /// The project's name, recorded with an external Keystone's project id until
+        /// a token of the project brings the name Keystone has.
+        #[arg(long, requires = "project_id")]
+        project_name: Option<String>,
     },
     /// Print the public key relays verify credentials with.
     RelayKey,
@@ -79,6 +118,57 @@ fn settings(cli: &Cli) -> anyhow::Result<ServiceSettings> {
         cli.keys_dir.as_ref().map(|p| p.display().to_string()),
     );
     set("public_url", cli.public_url.clone());
+    let identity = [
+        (
+            "keystone_url",
+            cli.keystone_url.clone().map(toml::Value::String),
+        ),
+        (
+            "username",
+            cli.keystone_username.clone().map(toml::Value::String),
+        ),
+        (
+            "password",
+            cli.keystone_password.clone().map(toml::Value::String),
+        ),
+        (
+            "project_name",
+            cli.keystone_project.clone().map(toml::Value::String),
+        ),
+        (
+            "user_domain_id",
+            cli.keystone_user_domain_id.clone().map(toml::Value::String),
+        ),
+        (
+            "project_domain_id",
+            cli.keystone_project_domain_id
+                .clone()
+                .map(toml::Value::String),
+        ),
+        (
+            "cache_ttl_secs",
+            cli.token_cache_ttl
+                .map(|t| toml::Value::Integer(t.min(i64::MAX as u64) as i64)),
+        ),
+        (
+            "jws_public_keys_dir",
+            cli.jws_public_keys_dir
+                .as_ref()
+                .map(|p| toml::Value::String(p.display().to_string())),
+        ),
+    ];
+    if identity.iter().any(|(_, v)| v.is_some()) {
+        let section = table
+            .entry("identity")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .context("`identity` in the settings file must be a table ([identity])")?;
+        for (k, v) in identity {
+            if let Some(v) = v {
+                section.insert(k.into(), v);
+            }
+        }
+    }
     if !table.contains_key("listen") {
         table.insert(
             "listen".into(),
@@ -100,13 +190,21 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let app = Application::build(settings(&cli)?).await?;
+    let settings = settings(&cli)?;
+    let external_keystone = settings.identity.keystone_url.clone();
+    let app = Application::build(settings).await?;
     match cli.command.unwrap_or(Cmd::Serve) {
         Cmd::Serve => {
             tokio::select! {
                 r = app.run_until_stopped() => r?,
                 _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
             }
+        }
+        Cmd::Bootstrap { .. } if external_keystone.is_some() => {
+            anyhow::bail!(
+                "nothing to bootstrap: identity comes from the Keystone at {}; create projects and users there",
+                external_keystone.unwrap_or_default()
+            );
         }
         Cmd::Bootstrap { admin_password } => {
             let account = app.ensure_admin(&admin_password).await?;
@@ -116,12 +214,46 @@ async fn main() -> anyhow::Result<()> {
                 if account.created { "created" } else { "exists" }
             );
         }
-        Cmd::RegisterHost { name, address } => {
-            let account = app
-                .ensure_admin(&berth_service::startup::generate_password())
-                .await?;
+        Cmd::RegisterHost {
+            name,
+            address,
+            project_id,
+            project_name,
+        } => {
+            let project = match (project_id, &external_keystone) {
+                (Some(id), Some(_)) => {
+                    // The project lives in Keystone; its shadow row is what the
+                    // instance references until the project's first request.
+                    let (pid, name) = (id.clone(), project_name.unwrap_or_else(|| id.clone()));
+                    app.db()
+                        .run(move |c| {
+                            berth_service::identity::keystone::shadow::upsert_project(
+                                c, &pid, &name, "default",
+                            )
+                        })
+                        .await?;
+                    id
+                }
+                (Some(id), None) => {
+                    let pid = id.clone();
+                    let known = app
+                        .db()
+                        .run(move |c| berth_service::db::identity::project(c, &pid))
+                        .await?;
+                    anyhow::ensure!(known.is_some(), "no project has the id {id}");
+                    id
+                }
+                (None, Some(url)) => anyhow::bail!(
+                    "--project-id is required: with the external Keystone at {url}, a host belongs to one of its projects"
+                ),
+                (None, None) => {
+                    app.ensure_admin(&berth_service::startup::generate_password())
+                        .await?
+                        .project_id
+                }
+            };
             let id = app
-                .ensure_static_instance(&account.project_id, &name, &address)
+                .ensure_static_instance(&project, &name, &address)
                 .await?;
             let credential =
                 app.mint_agent_credential(id, Duration::from_secs(10 * 365 * 24 * 3600))?;

@@ -6,7 +6,10 @@
 //! - resumes creates and deletes that were interrupted (crash, unreachable agent);
 //! - marks containers that vanished from the engine as Error (or drops the row when
 //!   the container was auto-removed or was being deleted);
-//! - removes containers that no row knows about (a create whose row was rolled back).
+//! - removes containers that no row knows about (a create whose row was rolled back),
+//!   except the agent containers of instances made on this host;
+//! - marks an instance being made `active` when its agent first reports, which
+//!   resumes the creates of the containers waiting for it.
 //!
 //! Events between reports update single containers.
 
@@ -84,8 +87,8 @@ async fn full_state(
             .db
             .run(move |c| {
                 let exists = instances::get(c, &id)?.is_some();
-                if exists {
-                    instances::set_agent_connected(c, &id, true)?;
+                if exists && instances::agent_connected(c, &id)? {
+                    tracing::info!(instance.id = %id, "the instance's agent connected: instance active");
                 }
                 exists.then(|| q::on_instance(c, &id)).transpose()
             })
@@ -142,8 +145,22 @@ async fn full_state(
         }
     }
     // Whatever is left runs on the engine with no row: remove it, so nothing runs
-    // that the database does not know about.
-    for orphan in by_uuid.into_keys() {
+    // that the database does not know about. The agent containers of `docker`
+    // instances made on this host carry their instance's id and are not orphans.
+    let left: Vec<Uuid> = by_uuid.into_keys().collect();
+    let orphans = state
+        .db
+        .run(move |c| {
+            let mut orphans = Vec::new();
+            for uuid in left {
+                if instances::get(c, &uuid.to_string())?.is_none() {
+                    orphans.push(uuid);
+                }
+            }
+            Ok(orphans)
+        })
+        .await?;
+    for orphan in orphans {
         tracing::warn!(container.id = %orphan, instance.id = %instance, "removing a container no row knows about");
         let agents = state.agents.clone();
         tokio::spawn(async move {

@@ -11,12 +11,15 @@ use jsonwebtoken::{Algorithm, Header};
 use uuid::Uuid;
 
 use crate::agents::Agents;
-use crate::db::models::{InstanceRow, ProjectRow, RoleAssignmentRow, UserRow};
+use crate::db::models::{ProjectRow, RoleAssignmentRow, UserRow};
 use crate::db::{self, instances, Db};
 use crate::identity::keys::SigningKey;
+use crate::identity::keystone::{self, KeystoneValidator};
 use crate::identity::password;
 use crate::identity::tokens::TokenSigner;
 use crate::lifecycle::Lifecycle;
+use crate::providers::docker::{DockerOptions, DockerProvider};
+use crate::providers::{static_hosts, Provisioner};
 use crate::settings::ServiceSettings;
 use crate::state::AppState;
 use crate::{api, identity, reconciler};
@@ -46,6 +49,16 @@ impl Application {
     /// Connects the database (applying migrations), loads or makes the signing keys,
     /// starts the relay connection and the reconciler, and binds the API listener.
     pub async fn build(settings: ServiceSettings) -> anyhow::Result<Application> {
+        // A bad policy file stops start-up before anything else is touched.
+        let policy = crate::policy::Policy::load(settings.policy_file.as_deref())
+            .context("loading the policy")?;
+        let keystone = match settings.identity.keystone_url {
+            Some(_) => Some(
+                KeystoneValidator::new(&settings.identity)
+                    .context("configuring the external Keystone ([identity])")?,
+            ),
+            None => None,
+        };
         let url = settings.database_url.clone();
         let db = tokio::task::spawn_blocking(move || Db::connect(&url))
             .await?
@@ -58,7 +71,8 @@ impl Application {
 
         let service_credential = mint_service_credential(&credential_key)?;
         let (agents, notes) = Agents::start(settings.relay_url.clone(), service_credential);
-        let lifecycle = Lifecycle::new(db.clone(), agents.clone());
+        let providers = Provisioner::new(db.clone());
+        let lifecycle = Lifecycle::new(db.clone(), agents.clone(), providers.clone());
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding the API listener on {}", settings.listen))?;
@@ -82,17 +96,25 @@ impl Application {
             tokens: TokenSigner::new(token_key, settings.token_ttl),
             agents,
             lifecycle,
+            providers,
             public_url,
             region: settings.region.clone(),
+            policy: std::sync::Arc::new(policy),
+            keystone,
         };
         tokio::spawn(reconciler::run(state.clone(), notes));
 
         let app_state = web::Data::new(state.clone());
+        let external_identity = state.keystone.as_ref().map(|k| k.keystone_url().to_owned());
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
                 .app_data(web::PayloadConfig::new(16 * 1024 * 1024))
-                .configure(identity::routes::configure)
+                .configure(|cfg| match &external_identity {
+                    // Keystone is the identity service: Berth serves no tokens.
+                    Some(url) => keystone::configure_external(cfg, url.clone()),
+                    None => identity::routes::configure(cfg),
+                })
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
         })
@@ -147,6 +169,21 @@ impl Application {
         address: &str,
     ) -> anyhow::Result<Uuid> {
         ensure_static_instance(&self.state.db, project, name, address).await
+    }
+
+    /// Makes an instance for each project that has none (and no registered host) with
+    /// the `docker` provider: an agent container on `options.host_instance`'s engine.
+    pub async fn enable_docker_instances(&self, options: DockerOptions) -> anyhow::Result<()> {
+        let provider = DockerProvider::new(
+            self.state.agents.clone(),
+            self.credential_key.clone(),
+            options,
+        );
+        self.state
+            .providers
+            .enable(std::sync::Arc::new(provider))
+            .await?;
+        Ok(())
     }
 
     /// Serves until the server is stopped.
@@ -246,38 +283,7 @@ pub async fn ensure_static_instance(
     name: &str,
     address: &str,
 ) -> anyhow::Result<Uuid> {
-    let (project, name, address) = (project.to_owned(), name.to_owned(), address.to_owned());
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as f64)
-        .unwrap_or(1.0);
-    let id = db
-        .run(move |c| {
-            if let Some(existing) = instances::by_name(c, "static", &name)? {
-                return Ok(existing.id);
-            }
-            let t = db::now();
-            let row = InstanceRow {
-                id: Uuid::new_v4().to_string(),
-                project_id: project,
-                name,
-                provider: "static".into(),
-                status: "active".into(),
-                status_reason: None,
-                address,
-                availability_zone: "nova".into(),
-                cpus,
-                memory_mib: 0,
-                disk_gb: 0,
-                agent_connected: false,
-                agent_seen_at: None,
-                created_at: t,
-                updated_at: t,
-            };
-            instances::insert(c, &row)?;
-            Ok(row.id)
-        })
-        .await?;
-    Ok(Uuid::parse_str(&id)?)
+    static_hosts::register(db, project, name, address).await
 }
 
 /// A random password for a new admin account.

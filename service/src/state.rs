@@ -4,6 +4,8 @@ use crate::agents::Agents;
 use crate::db::Db;
 use crate::identity::tokens::TokenSigner;
 use crate::lifecycle::Lifecycle;
+use crate::policy::Policy;
+use crate::providers::Provisioner;
 
 /// Shared application state.
 #[derive(Clone)]
@@ -16,8 +18,15 @@ pub struct AppState {
     pub agents: Agents,
     /// Drives containers through their lifecycle in the background.
     pub lifecycle: Lifecycle,
+    /// Makes instances on demand for projects that have none.
+    pub providers: Provisioner,
     /// Base URL clients reach this service at (no trailing slash).
     pub public_url: String,
     /// Region name in the catalog.
     pub region: String,
+    /// Who may do what (defaults overridden by the policy file).
+    pub policy: std::sync::Arc<Policy>,
+    /// Validates tokens against an external Keystone; None: the embedded identity
+    /// service issues and checks them.
+    pub keystone: Option<crate::identity::keystone::KeystoneValidator>,
 }

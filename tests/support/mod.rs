@@ -246,6 +246,21 @@ impl Berth {
             .to_owned()
     }
 
+    /// The instances this deployment made with the `docker` provider, by the agent
+    /// containers on its host (whose Berth uuid is the instance id).
+    pub fn docker_instances(&self) -> Vec<String> {
+        docker_lines(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=berth.instance={}", self.instance),
+            "--filter",
+            "label=berth.role=instance-agent",
+            "--format",
+            "{{.Label \"berth.container\"}}",
+        ])
+    }
+
     /// The Docker containers this deployment's agent manages, by Berth uuid label.
     pub fn docker_containers(&self) -> Vec<String> {
         docker_lines(&[
@@ -266,19 +281,67 @@ impl Drop for Berth {
             let _ = c.wait();
         }
         if !self.instance.is_empty() {
-            let ids = docker_lines(&[
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=berth.instance={}", self.instance),
-            ]);
-            if !ids.is_empty() {
-                let mut args = vec!["rm", "-f"];
-                args.extend(ids.iter().map(String::as_str));
-                let _ = Command::new("docker").args(&args).output();
+            // Every instance this deployment made: its host, and each `docker` instance,
+            // whose agent container runs on the host with the instance's id as its
+            // berth.container label. The host's containers (agents included) go first,
+            // so no agent is left to act on the instances' containers. A create the
+            // engine was still finishing when berth up died shows up only afterwards,
+            // so passes repeat until one finds nothing (at most three).
+            let mut instances = vec![self.instance.clone()];
+            for _ in 0..3 {
+                for agent in docker_lines_quiet(&[
+                    "ps",
+                    "-a",
+                    "--filter",
+                    &format!("label=berth.instance={}", self.instance),
+                    "--filter",
+                    "label=berth.role=instance-agent",
+                    "--format",
+                    "{{.Label \"berth.container\"}}",
+                ]) {
+                    if !instances.contains(&agent) {
+                        instances.push(agent);
+                    }
+                }
+                let mut removed = false;
+                for instance in &instances {
+                    let ids = docker_lines_quiet(&[
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        &format!("label=berth.instance={instance}"),
+                    ]);
+                    if !ids.is_empty() {
+                        removed = true;
+                        let mut args = vec!["rm", "-f"];
+                        args.extend(ids.iter().map(String::as_str));
+                        let _ = Command::new("docker").args(&args).output();
+                    }
+                }
+                if !removed {
+                    break;
+                }
             }
         }
     }
+}
+
+/// Like [`docker_lines`], but never panics (for `Drop`): a failure gives no lines.
+fn docker_lines_quiet(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Polls until `f` returns Some or the timeout passes.

@@ -756,6 +756,7 @@ mod tests {
             interactive: false,
             tty: false,
             auto_remove: false,
+            infra: None,
         };
         assert_eq!(
             command_container(&Command::Create {

@@ -119,10 +119,35 @@ pub(crate) fn create_body(spec: &ContainerSpec, instance: Uuid) -> ContainerCrea
                 spec.restart_max_retries,
             )),
             auto_remove: Some(spec.auto_remove),
+            binds: infra_binds(spec),
+            network_mode: spec
+                .infra
+                .as_ref()
+                .filter(|infra| infra.host_network)
+                .map(|_| "host".to_owned()),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+/// The engine's `Binds` for an infrastructure container's host mounts; `None` for every
+/// tenant container (their specs never carry infra options).
+fn infra_binds(spec: &ContainerSpec) -> Option<Vec<String>> {
+    let infra = spec
+        .infra
+        .as_ref()
+        .filter(|infra| !infra.binds.is_empty())?;
+    Some(
+        infra
+            .binds
+            .iter()
+            .map(|b| {
+                let mode = if b.read_only { ":ro" } else { "" };
+                format!("{}:{}{mode}", b.host_path, b.container_path)
+            })
+            .collect(),
+    )
 }
 
 /// The body of the engine's update request.
@@ -198,6 +223,7 @@ mod tests {
             interactive: true,
             tty: false,
             auto_remove: false,
+            infra: None,
         }
     }
 
@@ -265,6 +291,42 @@ mod tests {
         assert_eq!(ssh[0].host_port.as_deref(), Some("2222"));
         assert_eq!(ssh[1].host_port.as_deref(), Some(""));
         assert_eq!(ssh[0].host_ip.as_deref(), Some("0.0.0.0"));
+    }
+
+    #[test]
+    fn a_tenant_spec_gets_no_host_mounts_and_no_host_network() {
+        let host = create_body(&spec(), Uuid::new_v4()).host_config.unwrap();
+        assert_eq!(host.binds, None);
+        assert_eq!(host.network_mode, None);
+    }
+
+    #[test]
+    fn infra_options_become_binds_and_host_networking() {
+        let mut spec = spec();
+        spec.infra = Some(berth_proto::InfraOptions {
+            binds: vec![
+                berth_proto::BindMount {
+                    host_path: "/var/run/docker.sock".to_owned(),
+                    container_path: "/var/run/docker.sock".to_owned(),
+                    read_only: false,
+                },
+                berth_proto::BindMount {
+                    host_path: "/etc/berth".to_owned(),
+                    container_path: "/config".to_owned(),
+                    read_only: true,
+                },
+            ],
+            host_network: true,
+        });
+        let host = create_body(&spec, Uuid::new_v4()).host_config.unwrap();
+        assert_eq!(
+            host.binds,
+            Some(vec![
+                "/var/run/docker.sock:/var/run/docker.sock".to_owned(),
+                "/etc/berth:/config:ro".to_owned(),
+            ])
+        );
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod auth_args;
 mod error;
+pub mod identity;
 mod wait;
 
 use std::collections::BTreeMap;
@@ -126,6 +127,9 @@ pub enum Command {
     ContainerUpdate(UpdateArgs),
     /// Issue a token (expires, id, project_id, user_id)
     TokenIssue,
+    /// Projects, users, roles and the catalog.
+    #[command(flatten)]
+    Identity(identity::IdentityCommand),
 }
 
 /// Arguments of `container-create`.
@@ -447,6 +451,9 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
             output.format,
             &output.columns,
         )?),
+        Command::Identity(command) => {
+            print(&identity::run(&client, command, output.format, &output.columns).await?)
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::domain::{
 };
 use crate::identity::RequestContext;
 use crate::lifecycle::Operation;
+use crate::policy::Target;
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -105,6 +106,7 @@ struct NewContainer {
     interactive: bool,
     tty: bool,
     auto_remove: bool,
+    privileged: bool,
     ports: Vec<PortBinding>,
 }
 
@@ -181,11 +183,7 @@ impl TryFrom<CreateBody> for NewContainer {
         let interactive = flag("interactive", &b.interactive)?;
         let tty = flag("tty", &b.tty)?;
         let auto_remove = flag("auto_remove", &b.auto_remove)?;
-        if flag("privileged", &b.privileged)? {
-            return Err(ApiError::Forbidden(
-                "Policy doesn't allow container:create:privileged to be performed.".into(),
-            ));
-        }
+        let privileged = flag("privileged", &b.privileged)?;
         if flag("auto_heal", &b.auto_heal)? {
             return Err(unsupported(
                 "auto_heal",
@@ -289,6 +287,7 @@ impl TryFrom<CreateBody> for NewContainer {
             interactive,
             tty,
             auto_remove,
+            privileged,
             ports,
         })
     }
@@ -315,6 +314,9 @@ async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .policy
+        .enforce("container:create", &ctx, &Target::own(&ctx))?;
     require_json(&req)?;
     let query = Params::parse(&req, b"")?;
     query.only(&["run"])?;
@@ -326,6 +328,16 @@ async fn create(
         _ => ApiError::BadRequest(format!("The request body is not valid JSON: {e}")),
     })?;
     let new = NewContainer::try_from(parsed)?;
+    if new.privileged {
+        state
+            .policy
+            .enforce("container:create:privileged", &ctx, &Target::own(&ctx))?;
+        // Even where policy allows it, the agent does not run privileged containers.
+        return Err(unsupported(
+            "privileged",
+            "containers share their instance with the project's other containers",
+        ));
+    }
     let id = Uuid::new_v4().to_string();
     let action_id = Uuid::new_v4().to_string();
     let t = now();
@@ -376,10 +388,22 @@ async fn create(
         message: None,
     };
     let project = ctx.project_id.clone();
+    let providers = state.providers.clone();
     let placed = state
         .db
         .run(move |c| {
-            let instance = scheduler::select_instance(c, &project)?;
+            // A request already over quota must not make an instance first. This check
+            // is only a shortcut: the binding one is in `insert_within_quota`.
+            let over = crate::db::quotas::exceeded_by_one_more(c, &project, row.cpu, row.memory_mib)?;
+            if !over.is_empty() {
+                return Ok(Err(over_quota(&over)));
+            }
+            // A project without an instance gets one made; the container waits for it.
+            let placement = scheduler::place(c, &project, &providers)?;
+            if let Some(task) = placement.task_state {
+                row.task_state = Some(task.into());
+            }
+            let instance = placement.instance;
             let port_rows: Vec<PortRow> = match &instance {
                 Some(i) => ports
                     .iter()
@@ -403,8 +427,9 @@ async fn create(
                     row.status_reason = Some("There are not enough hosts available.".into());
                 }
             }
-            match q::insert(c, &row, &port_rows) {
-                Ok(()) => {}
+            match q::insert_within_quota(c, &row, &port_rows) {
+                Ok(over) if over.is_empty() => {}
+                Ok(over) => return Ok(Err(over_quota(&over))),
                 Err(e) if db::is_unique_violation(&e) => {
                     let inst = instance.as_ref().expect("ports are only reserved on an instance");
                     for p in &port_rows {
@@ -444,20 +469,67 @@ async fn create(
         .json(view))
 }
 
-/// Looks a container up as the caller may see it: only its own project's, unless an
-/// admin asks with `all_projects`. Another project's container is simply not found.
+/// Zun's answer to a create over quota: `Quota exceeded for resources: ['containers']`,
+/// followed by what is used and what to do.
+fn over_quota(over: &[crate::db::quotas::Exceeded]) -> ApiError {
+    let names: Vec<String> = over
+        .iter()
+        .map(|e| format!("'{}'", e.resource.name()))
+        .collect();
+    let detail: Vec<String> = over
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} in use + {} requested > limit {}",
+                e.resource.name(),
+                e.in_use,
+                e.requested,
+                e.limit
+            )
+        })
+        .collect();
+    ApiError::OverQuota(format!(
+        "Quota exceeded for resources: [{}]. ({}.) Delete containers, or ask an admin to raise the project's quota (zun quota-update, or PUT /v1/quotas/PROJECT_ID).",
+        names.join(", "),
+        detail.join("; ")
+    ))
+}
+
+/// Which projects a lookup searches.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// Only the caller's project: another project's container is not found.
+    Own,
+    /// Every project (`all_projects=true`), allowed by this policy rule.
+    AllProjects(&'static str),
+}
+
+impl Scope {
+    fn of(all_projects: bool, rule: &'static str) -> Scope {
+        if all_projects {
+            Scope::AllProjects(rule)
+        } else {
+            Scope::Own
+        }
+    }
+}
+
+/// Looks a container up as the caller may see it: only its own project's, unless policy
+/// lets the caller search every project. Another project's container is simply not
+/// found (404), never forbidden.
 async fn find(
     state: &AppState,
     ctx: &RequestContext,
     ident: &str,
-    all_projects: bool,
+    scope: Scope,
 ) -> Result<ContainerRow, ApiError> {
-    if all_projects && !ctx.is_admin() {
-        return Err(ApiError::Forbidden(
-            "Policy doesn't allow container:get_one_all_projects to be performed: all_projects needs the admin role.".into(),
-        ));
-    }
-    let project = (!all_projects).then(|| ctx.project_id.clone());
+    let project = match scope {
+        Scope::Own => Some(ctx.project_id.clone()),
+        Scope::AllProjects(rule) => {
+            state.policy.enforce(rule, ctx, &Target::own(ctx))?;
+            None
+        }
+    };
     let ident_owned = ident.to_owned();
     match state
         .db
@@ -517,6 +589,9 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .policy
+        .enforce("container:get_all", &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, b"")?;
     p.only(&[
         "limit",
@@ -535,10 +610,10 @@ async fn list(
         "auto_remove",
     ])?;
     let all_projects = p.bool("all_projects", false)?;
-    if all_projects && !ctx.is_admin() {
-        return Err(ApiError::Forbidden(
-            "Policy doesn't allow container:get_all_all_projects to be performed: all_projects needs the admin role.".into(),
-        ));
+    if all_projects {
+        state
+            .policy
+            .enforce("container:get_all_all_projects", &ctx, &Target::own(&ctx))?;
     }
     let limit = match p.uint("limit")? {
         Some(0) => {
@@ -594,9 +669,16 @@ async fn show(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .policy
+        .enforce("container:get_one", &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, b"")?;
     p.only(&["all_projects"])?;
-    let row = find(&state, &ctx, &path, p.bool("all_projects", false)?).await?;
+    let scope = Scope::of(
+        p.bool("all_projects", false)?,
+        "container:get_one_all_projects",
+    );
+    let row = find(&state, &ctx, &path, scope).await?;
     let mut views = render(&state, &ctx, vec![row]).await?;
     Ok(HttpResponse::Ok().json(views.remove(0)))
 }
@@ -663,6 +745,15 @@ async fn operation(
     ident: String,
     what: Op,
 ) -> Result<HttpResponse, ApiError> {
+    let rule = match what {
+        Op::Start => "container:start",
+        Op::Stop => "container:stop",
+        Op::Reboot => "container:reboot",
+        Op::Kill => "container:kill",
+        Op::Pause => "container:pause",
+        Op::Unpause => "container:unpause",
+    };
+    state.policy.enforce(rule, &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, &body)?;
     let (allowed, name, task, op): (&[ContainerStatus], &str, TaskState, Operation) = match what {
         Op::Start => {
@@ -725,7 +816,7 @@ async fn operation(
             )
         }
     };
-    let row = find(&state, &ctx, &ident, false).await?;
+    let row = find(&state, &ctx, &ident, Scope::Own).await?;
     require_status(&row, allowed, name)?;
     let mut change = ContainerChange {
         task_state: Some(Some(task.as_str().into())),
@@ -783,17 +874,26 @@ async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .policy
+        .enforce("container:delete", &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, b"")?;
     p.only(&["force", "stop", "all_projects"])?;
     let force = p.bool("force", false)?;
     let stop = p.bool("stop", false)?;
     let all_projects = p.bool("all_projects", false)?;
-    if force && !ctx.is_admin() {
-        return Err(ApiError::Forbidden(
-            "Policy doesn't allow container:delete_force to be performed: force delete needs the admin role; use stop=true to stop and delete a running container.".into(),
-        ));
+    if force {
+        state
+            .policy
+            .enforce("container:delete_force", &ctx, &Target::own(&ctx))
+            .map_err(|d| {
+                ApiError::Forbidden(format!(
+                    "{d} To delete a running container without force, use stop=true."
+                ))
+            })?;
     }
-    let row = find(&state, &ctx, &path, all_projects).await?;
+    let scope = Scope::of(all_projects, "container:delete_all_projects");
+    let row = find(&state, &ctx, &path, scope).await?;
     if !force {
         let allowed: &[ContainerStatus] = if stop {
             &[S::Running, S::Created, S::Error, S::Stopped, S::Dead]
@@ -828,6 +928,9 @@ async fn update(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .policy
+        .enforce("container:update", &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, &body)?;
     p.only(&["name", "cpu", "memory", "auto_heal"])?;
     let name = p
@@ -849,7 +952,7 @@ async fn update(
             "use restart_policy to keep a container running",
         ));
     }
-    let row = find(&state, &ctx, &path, false).await?;
+    let row = find(&state, &ctx, &path, Scope::Own).await?;
     if cpu.is_some() || memory.is_some() {
         require_status(
             &row,
@@ -864,16 +967,34 @@ async fn update(
                 ApiError::InvalidState(format!("Container {} is not placed on an instance", row.id))
             })?;
         let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
+        // Growth counts against the quota: the new size is checked and recorded under
+        // the project lock first, and put back if the agent cannot apply it.
+        let (id, project) = (row.id.clone(), row.project_id.clone());
+        let (new_cpu, new_mem) = (cpu.map(CpuLimit::cores), memory.map(MemoryMib::mib));
+        let previous = state
+            .db
+            .run(move |c| {
+                crate::db::quotas::resize_within_quota(c, &project, &id, new_cpu, new_mem)
+            })
+            .await?
+            .map_err(|over| over_quota(&over))?;
         let cmd = Command::Update {
             container,
-            cpu: cpu.map(CpuLimit::cores),
-            memory_mib: memory.map(MemoryMib::mib),
+            cpu: new_cpu,
+            memory_mib: new_mem,
         };
-        state
-            .agents
-            .call(instance, None, cmd)
-            .await
-            .map_err(agent_error)?;
+        if let Err(e) = state.agents.call(instance, None, cmd).await {
+            if let Some((old_cpu, old_mem)) = previous {
+                let id = row.id.clone();
+                let undo = ContainerChange {
+                    cpu: Some(old_cpu),
+                    memory_mib: Some(old_mem),
+                    ..Default::default()
+                };
+                state.db.run(move |c| q::update(c, &id, undo)).await?;
+            }
+            return Err(agent_error(e));
+        }
     }
     let id = row.id.clone();
     let change = ContainerChange {
@@ -918,6 +1039,9 @@ async fn logs(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
+    state
+        .policy
+        .enforce("container:logs", &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, b"")?;
     p.only(&["stdout", "stderr", "timestamps", "tail", "since"])?;
     let mut stdout = p.bool("stdout", true)?;
@@ -940,7 +1064,7 @@ async fn logs(
         None => None,
         Some(s) => Some(parse_since(&s)?),
     };
-    let row = find(&state, &ctx, &path, false).await?;
+    let row = find(&state, &ctx, &path, Scope::Own).await?;
     require_status(
         &row,
         &[
@@ -1009,7 +1133,10 @@ async fn actions(
     ctx: RequestContext,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let row = find(&state, &ctx, &path, false).await?;
+    state
+        .policy
+        .enforce("container:actions", &ctx, &Target::own(&ctx))?;
+    let row = find(&state, &ctx, &path, Scope::Own).await?;
     let id = row.id.clone();
     let rows = state.db.run(move |c| q::actions_of(c, &id)).await?;
     let fmt = |t: chrono::NaiveDateTime| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string();

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// Policy refused → 403.
     #[error("{0}")]
     Forbidden(String),
+    /// A quota would be exceeded → 403, as Zun answers.
+    #[error("{0}")]
+    OverQuota(String),
     /// Not found, or not visible to the caller → 404.
     #[error("{0}")]
     NotFound(String),
@@ -51,6 +54,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "invalid-value",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::Forbidden(_) => "policy-not-authorized",
+            ApiError::OverQuota(_) => "over-quota",
             ApiError::NotFound(_) => "container-not-found",
             ApiError::Conflict(_) => "conflict",
             ApiError::InvalidState(_) => "invalid-state-exception",
@@ -84,7 +88,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::OverQuota(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) | ApiError::InvalidState(_) => StatusCode::CONFLICT,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,

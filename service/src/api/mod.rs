@@ -3,6 +3,7 @@
 pub mod containers;
 pub mod error;
 pub mod params;
+pub mod quotas;
 pub mod version;
 pub mod views;
 
@@ -23,7 +24,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(from_fn(microversion))
             .route("", web::get().to(v1))
             .route("/", web::get().to(v1))
-            .configure(containers::configure),
+            .configure(containers::configure)
+            .configure(quotas::configure),
     );
 }
 

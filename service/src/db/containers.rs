@@ -53,6 +53,26 @@ pub fn insert(
     })
 }
 
+/// Like [`insert`], but only if the container fits its project's quota: the project
+/// is locked, its usage counted and the rows inserted in one transaction, so concurrent
+/// creates at the limit never exceed it. Returns the resources that would be exceeded,
+/// in which case nothing is inserted.
+pub fn insert_within_quota(
+    conn: &mut DbConnection,
+    row: &ContainerRow,
+    ports: &[PortRow],
+) -> Result<Vec<super::quotas::Exceeded>, DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        super::quotas::lock_project(conn, &row.project_id)?;
+        let over =
+            super::quotas::exceeded_by_one_more(conn, &row.project_id, row.cpu, row.memory_mib)?;
+        if over.is_empty() {
+            insert(conn, row, ports)?;
+        }
+        Ok(over)
+    })
+}
+
 /// The container with this uuid, in any project.
 pub fn get(conn: &mut DbConnection, id: &str) -> Result<Option<ContainerRow>, DbError> {
     Ok(containers::table

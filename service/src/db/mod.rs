@@ -7,6 +7,7 @@ pub mod containers;
 pub mod identity;
 pub mod instances;
 pub mod models;
+pub mod quotas;
 pub mod schema;
 
 use std::time::Duration;

@@ -123,3 +123,23 @@ diesel::allow_tables_to_appear_in_same_query!(
     container_ports,
     container_actions,
 );
+
+diesel::table! {
+    quotas (project_id, resource) {
+        project_id -> Text,
+        resource -> Text,
+        hard_limit -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    quota_classes (class_name, resource) {
+        class_name -> Text,
+        resource -> Text,
+        hard_limit -> BigInt,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

@@ -1,7 +1,10 @@
 //! Identity: the embedded Keystone-compatible token API and the request context every
-//! API call is made in.
+//! API call is made in. With `[identity] keystone_url`, tokens come from an external
+//! Keystone instead and are validated by [`keystone`].
 
+pub mod admin;
 pub mod keys;
+pub mod keystone;
 pub mod password;
 pub mod routes;
 pub mod tokens;
@@ -36,6 +39,11 @@ impl RequestContext {
 /// project and the roles as they are now, so a deleted user or project, or a revoked
 /// role, stops the token working at once.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<RequestContext, ApiError> {
+    // With an external Keystone, its answer (cached) is the whole truth: no local
+    // users or role assignments exist.
+    if let Some(keystone) = &state.keystone {
+        return keystone.authenticate(&state.db, token).await;
+    }
     let Some(claims) = state.tokens.verify(token) else {
         return Err(ApiError::Unauthorized(
             "The token is invalid or has expired. Get a new one with `osc token-issue` (or `openstack token issue`).".into(),

@@ -1,5 +1,6 @@
 //! The embedded Keystone v3 subset under `/identity`: version discovery, password
-//! authentication scoped to a project, and token validation.
+//! authentication scoped to a project, and token validation. The administrative
+//! routes (projects, users, roles, assignments, catalog) are in `admin.rs`.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -17,7 +18,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/identity/v3", web::get().to(version_v3))
         .route("/identity/v3/", web::get().to(version_v3))
         .route("/identity/v3/auth/tokens", web::post().to(issue_token))
-        .route("/identity/v3/auth/tokens", web::get().to(validate_token));
+        .route("/identity/v3/auth/tokens", web::get().to(validate_token))
+        .route("/identity/v3/auth/tokens", web::head().to(check_token))
+        .configure(super::admin::configure);
 }
 
 /// A Keystone-format error: `{"error": {"code", "title", "message"}}`.
@@ -292,6 +295,11 @@ async fn validate_token(state: web::Data<AppState>, req: HttpRequest) -> HttpRes
     }
 }
 
+/// `HEAD /auth/tokens`: validation without the body.
+async fn check_token(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    validate_token(state, req).await
+}
+
 fn iso(ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0)
         .unwrap_or_default()
@@ -306,22 +314,6 @@ fn token_body(
     project: &db::models::ProjectRow,
     roles: &[String],
 ) -> Value {
-    let endpoints = |service: &str, url: String| {
-        ["public", "internal", "admin"]
-            .iter()
-            .map(|i| {
-                json!({
-                    "id": format!("{service}-{i}"),
-                    "interface": i,
-                    "region": state.region,
-                    "region_id": state.region,
-                    "url": url,
-                })
-            })
-            .collect::<Vec<_>>()
-    };
-    let container_url = format!("{}/v1", state.public_url);
-    let identity_url = format!("{}/identity", state.public_url);
     json!({
         "token": {
             "methods": claims.openstack_methods,
@@ -340,11 +332,39 @@ fn token_body(
                 "name": project.name,
                 "domain": {"id": "default", "name": "Default"},
             },
-            "roles": roles.iter().map(|r| json!({"id": r, "name": r})).collect::<Vec<_>>(),
-            "catalog": [
-                {"type": "container", "name": "zun", "id": "berth-container", "endpoints": endpoints("container", container_url)},
-                {"type": "identity", "name": "keystone", "id": "berth-identity", "endpoints": endpoints("identity", identity_url)},
-            ],
+            "roles": roles
+                .iter()
+                .map(|r| {
+                    let id = super::admin::role_by_name(r).map_or(r.as_str(), |role| role.id);
+                    json!({"id": id, "name": r})
+                })
+                .collect::<Vec<_>>(),
+            "catalog": catalog(state),
         }
     })
+}
+
+/// The service catalog: the container API and this identity service, each with a
+/// public, internal and admin endpoint in the service's region.
+pub(crate) fn catalog(state: &AppState) -> Value {
+    let endpoints = |service: &str, url: String| {
+        ["public", "internal", "admin"]
+            .iter()
+            .map(|i| {
+                json!({
+                    "id": format!("{service}-{i}"),
+                    "interface": i,
+                    "region": state.region,
+                    "region_id": state.region,
+                    "url": url,
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let container_url = format!("{}/v1", state.public_url);
+    let identity_url = format!("{}/identity", state.public_url);
+    json!([
+        {"type": "container", "name": "zun", "id": "berth-container", "endpoints": endpoints("container", container_url)},
+        {"type": "identity", "name": "keystone", "id": "berth-identity", "endpoints": endpoints("identity", identity_url)},
+    ])
 }

@@ -1,0 +1,3 @@
+ALTER TABLE containers DROP CONSTRAINT containers_instance_of_own_project;
+ALTER TABLE instances DROP CONSTRAINT instances_id_project;
+DROP INDEX instances_one_building_per_project;

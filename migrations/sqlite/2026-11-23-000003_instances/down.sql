@@ -1,0 +1,3 @@
+DROP TRIGGER containers_instance_of_own_project_update;
+DROP TRIGGER containers_instance_of_own_project_insert;
+DROP INDEX instances_one_building_per_project;

@@ -1,0 +1,296 @@
+//! The `docker` provider: an instance is a container running berth-agent on the
+//! engine of a host instance (in `berth up`, the admin project's host).
+//!
+//! The service never talks to Docker: the agent container is made and started with
+//! ordinary [`Command`]s sent to the host instance's agent. Its spec carries
+//! [`InfraOptions`] — the engine's socket bind-mounted and host networking, so the new
+//! agent reaches the relay on loopback and its containers publish ports on the host's
+//! address. Only this provider sets those options; tenant specs never carry them.
+//!
+//! The agent container's Berth uuid is the instance's id, so a retried provision finds
+//! the container the first attempt made, and the host's reconciler knows it is not an
+//! orphan. The new agent manages only the containers labelled with its own instance.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use berth_proto::{
+    AgentError, AgentErrorKind, BindMount, Command, ContainerSpec, InfraOptions, Outcome,
+};
+use uuid::Uuid;
+
+use super::{BoxFuture, InstanceProvider, InstanceShape, ProvisionError};
+use crate::agents::Agents;
+use crate::db::models::InstanceRow;
+use crate::identity::keys::SigningKey;
+use crate::startup::mint_agent_credential;
+
+/// The provider name stored in `instances.provider`.
+pub const NAME: &str = "docker";
+
+/// The agent image `berth up` uses unless told otherwise.
+pub const DEFAULT_IMAGE: &str = "berth-agent:dev";
+
+/// Where the engine's socket is inside the agent container (bollard's default).
+const SOCKET_IN_CONTAINER: &str = "/var/run/docker.sock";
+
+/// How long the host's agent may stay unreachable while an instance is being made.
+const HOST_AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Labels on agent containers, to tell them apart on the engine.
+pub const LABEL_ROLE: &str = "berth.role";
+/// Value of [`LABEL_ROLE`] on an instance's agent container.
+pub const ROLE_INSTANCE_AGENT: &str = "instance-agent";
+/// Label naming the project an agent container's instance belongs to.
+pub const LABEL_PROJECT: &str = "berth.project";
+
+/// How the docker provider makes instances.
+#[derive(Debug, Clone)]
+pub struct DockerOptions {
+    /// The instance whose agent runs the agent containers (the admin's host).
+    pub host_instance: Uuid,
+    /// The host's address: new instances publish their ports there.
+    pub address: String,
+    /// The berth-agent image (`berth-agent:dev`, built by scripts/build-agent-image).
+    pub image: String,
+    /// The relay URL the new agents dial (they share the host's network).
+    pub relay_url: String,
+    /// Path of the engine's socket on the host, mounted into each agent container.
+    pub docker_socket: String,
+}
+
+/// Makes instances as agent containers on a host instance.
+#[derive(Clone)]
+pub struct DockerProvider {
+    agents: Agents,
+    credential_key: SigningKey,
+    options: DockerOptions,
+}
+
+impl DockerProvider {
+    /// A provider that mints each new agent's credential with `credential_key` and
+    /// sends commands through `agents`.
+    pub fn new(agents: Agents, credential_key: SigningKey, options: DockerOptions) -> Self {
+        Self {
+            agents,
+            credential_key,
+            options,
+        }
+    }
+
+    /// Sends `command` to the host's agent, retrying while it is unreachable.
+    async fn call_host(&self, command: Command) -> Result<Outcome, AgentError> {
+        let deadline = Instant::now() + HOST_AGENT_TIMEOUT;
+        loop {
+            match self
+                .agents
+                .call(self.options.host_instance, None, command.clone())
+                .await
+            {
+                Err(e) if e.kind == AgentErrorKind::Unavailable && Instant::now() < deadline => {
+                    tracing::debug!(instance.id = %self.options.host_instance, error = %e, "host agent unavailable; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn provision_now(&self, instance: InstanceRow) -> Result<(), ProvisionError> {
+        let id = Uuid::parse_str(&instance.id).map_err(|e| {
+            ProvisionError(format!("instance id {} is not a uuid: {e}", instance.id))
+        })?;
+        // As long-lived as the host's own credential: the agent container outlives
+        // restarts of the service.
+        let credential = mint_agent_credential(
+            &self.credential_key,
+            id,
+            Duration::from_secs(10 * 365 * 24 * 3600),
+        )
+        .map_err(|e| ProvisionError(format!("could not sign the agent's credential: {e}")))?;
+        let spec = agent_spec(&self.options, &instance, credential);
+        let host = self.options.host_instance;
+        // An agent container from an earlier run knows an earlier relay address and
+        // credential; a create would find it as it is, so it goes first.
+        self.call_host(Command::Remove {
+            container: id,
+            force: true,
+        })
+        .await
+        .map_err(|e| {
+            ProvisionError(format!(
+                "host instance {host} could not remove the earlier agent container berth-{id}: {}",
+                e.message
+            ))
+        })?;
+        match self.call_host(Command::Create { spec: Box::new(spec) }).await {
+            Ok(_) => {}
+            Err(e) if e.kind == AgentErrorKind::ImageNotFound => {
+                return Err(ProvisionError(format!(
+                    "the agent image '{}' is not on host instance {host}: {}. Build it with scripts/build-agent-image (or start berth up with --agent-image IMAGE naming one that exists), then create the container again",
+                    self.options.image, e.message
+                )))
+            }
+            Err(e) => {
+                return Err(ProvisionError(format!(
+                    "host instance {host} could not make the agent container from image '{}': {}",
+                    self.options.image, e.message
+                )))
+            }
+        }
+        self.call_host(Command::Start { container: id })
+            .await
+            .map_err(|e| {
+                ProvisionError(format!(
+                    "host instance {host} could not start the agent container berth-{id}: {}",
+                    e.message
+                ))
+            })?;
+        tracing::info!(instance.id = %id, project.id = %instance.project_id, host.instance = %host, "agent container started");
+        Ok(())
+    }
+}
+
+impl InstanceProvider for DockerProvider {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn shape(&self) -> InstanceShape {
+        InstanceShape {
+            address: self.options.address.clone(),
+            availability_zone: "nova".into(),
+            cpus: std::thread::available_parallelism()
+                .map(|n| n.get() as f64)
+                .unwrap_or(1.0),
+            memory_mib: 0,
+            disk_gb: 0,
+        }
+    }
+
+    fn provision(&self, instance: InstanceRow) -> BoxFuture<'static, Result<(), ProvisionError>> {
+        let this = self.clone();
+        Box::pin(async move { this.provision_now(instance).await })
+    }
+
+    fn release(&self, instance: InstanceRow) -> BoxFuture<'static, Result<(), ProvisionError>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let id = Uuid::parse_str(&instance.id).map_err(|e| {
+                ProvisionError(format!("instance id {} is not a uuid: {e}", instance.id))
+            })?;
+            this.call_host(Command::Remove {
+                container: id,
+                force: true,
+            })
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                ProvisionError(format!(
+                    "could not remove the agent container berth-{id}: {}",
+                    e.message
+                ))
+            })
+        })
+    }
+}
+
+/// The spec of the agent container of `instance`: the only kind of spec with
+/// [`InfraOptions`].
+pub fn agent_spec(
+    options: &DockerOptions,
+    instance: &InstanceRow,
+    credential: String,
+) -> ContainerSpec {
+    let environment = BTreeMap::from([
+        (
+            "BERTH_AGENT_RELAY_URL".to_owned(),
+            options.relay_url.clone(),
+        ),
+        ("BERTH_AGENT_CREDENTIAL".to_owned(), credential),
+        ("BERTH_AGENT_INSTANCE".to_owned(), instance.id.clone()),
+        ("RUST_LOG".to_owned(), "info".to_owned()),
+    ]);
+    let labels = BTreeMap::from([
+        (LABEL_ROLE.to_owned(), ROLE_INSTANCE_AGENT.to_owned()),
+        (LABEL_PROJECT.to_owned(), instance.project_id.clone()),
+    ]);
+    ContainerSpec {
+        uuid: Uuid::parse_str(&instance.id).expect("instance ids are uuids"),
+        image: options.image.clone(),
+        command: Vec::new(),
+        entrypoint: None,
+        environment,
+        labels,
+        workdir: None,
+        hostname: None,
+        cpu: 0.0,
+        memory_mib: 0,
+        ports: Vec::new(),
+        // The agent keeps running across engine restarts, as a host's agent would.
+        restart_policy: "unless-stopped".into(),
+        restart_max_retries: 0,
+        interactive: false,
+        tty: false,
+        auto_remove: false,
+        infra: Some(InfraOptions {
+            binds: vec![BindMount {
+                host_path: options.docker_socket.clone(),
+                container_path: SOCKET_IN_CONTAINER.into(),
+                read_only: false,
+            }],
+            host_network: true,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance() -> InstanceRow {
+        let t = crate::db::now();
+        InstanceRow {
+            id: Uuid::new_v4().to_string(),
+            project_id: "p1".into(),
+            name: "docker-1".into(),
+            provider: NAME.into(),
+            status: "building".into(),
+            status_reason: None,
+            address: "127.0.0.1".into(),
+            availability_zone: "nova".into(),
+            cpus: 1.0,
+            memory_mib: 0,
+            disk_gb: 0,
+            agent_connected: false,
+            agent_seen_at: None,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn the_agent_container_gets_the_socket_host_networking_and_its_instance() {
+        let options = DockerOptions {
+            host_instance: Uuid::new_v4(),
+            address: "127.0.0.1".into(),
+            image: DEFAULT_IMAGE.into(),
+            relay_url: "ws://127.0.0.1:9518".into(),
+            docker_socket: "/run/docker.sock".into(),
+        };
+        let instance = instance();
+        let spec = agent_spec(&options, &instance, "cred".into());
+        assert_eq!(spec.uuid.to_string(), instance.id);
+        assert_eq!(spec.image, "berth-agent:dev");
+        assert_eq!(spec.environment["BERTH_AGENT_INSTANCE"], instance.id);
+        assert_eq!(
+            spec.environment["BERTH_AGENT_RELAY_URL"],
+            "ws://127.0.0.1:9518"
+        );
+        assert_eq!(spec.environment["BERTH_AGENT_CREDENTIAL"], "cred");
+        let infra = spec.infra.expect("the agent container is infrastructure");
+        assert!(infra.host_network);
+        assert_eq!(infra.binds[0].host_path, "/run/docker.sock");
+        assert_eq!(infra.binds[0].container_path, "/var/run/docker.sock");
+    }
+}
