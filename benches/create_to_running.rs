@@ -117,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
         agent_image: berth_service::providers::docker::DEFAULT_IMAGE.into(),
         token_ttl: Duration::from_secs(3600),
         policy_file: None,
+        instance_idle_grace: berth_service::settings::DEFAULT_INSTANCE_IDLE_GRACE,
+        agent_lost_after: berth_service::settings::DEFAULT_AGENT_LOST_AFTER,
+        placement: Default::default(),
     })
     .await?;
     let url = up.public_url.clone();

@@ -35,6 +35,14 @@ pub struct UpOptions {
     pub policy_file: Option<PathBuf>,
     /// How long the embedded identity's tokens stay valid.
     pub token_ttl: Duration,
+    /// How long an instance made on demand may stay empty before it is released.
+    pub instance_idle_grace: Duration,
+    /// How long an instance's agent may stay disconnected before its containers are
+    /// marked Unknown.
+    pub agent_lost_after: Duration,
+    /// How containers are placed (pack or spread) and the size of the instances the
+    /// `docker` provider makes (`--instance-cpus`, `--instance-memory-mib`).
+    pub placement: berth_service::settings::PlacementSettings,
 }
 
 /// A started embedded deployment: listening, agent connecting.
@@ -95,6 +103,11 @@ impl Embedded {
             region: "RegionOne".into(),
             policy_file: opts.policy_file.clone(),
             identity: Default::default(),
+            instance_provider: None,
+            nova: Default::default(),
+            instance_idle_grace: opts.instance_idle_grace,
+            agent_lost_after: opts.agent_lost_after,
+            placement: opts.placement.clone(),
         })
         .await?;
         let public_url = app.public_url().to_owned();

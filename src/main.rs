@@ -5,6 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use berth::{Embedded, UpOptions};
+use berth_service::settings::{PlacementSettings, Weigher};
 use clap::{Parser, Subcommand};
 
 /// Berth: multi-tenant containers for OpenStack clouds.
@@ -61,6 +62,49 @@ struct UpArgs {
         env = "BERTH_TOKEN_TTL"
     )]
     token_ttl: u64,
+    /// How long an instance made on demand may hold no container before it is released, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 300,
+        env = "BERTH_INSTANCE_IDLE_GRACE"
+    )]
+    instance_idle_grace: u64,
+    /// How long an instance's agent may stay disconnected before its containers are marked Unknown, in seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 120,
+        env = "BERTH_AGENT_LOST_AFTER"
+    )]
+    agent_lost_after: u64,
+    /// Which instance a container goes to among those it fits: pack (the fullest first) or spread (the emptiest first).
+    #[arg(long, value_enum, default_value_t = PlacementArg::Pack, env = "BERTH_PLACEMENT")]
+    placement: PlacementArg,
+    /// CPUs of each instance made for a project (default: this host's CPUs); containers' cpu is placed against it (× --cpu-allocation-ratio).
+    #[arg(long, value_name = "CPUS", env = "BERTH_INSTANCE_CPUS")]
+    instance_cpus: Option<f64>,
+    /// Memory of each instance made for a project, in MiB (default: not limited).
+    #[arg(long, value_name = "MIB", env = "BERTH_INSTANCE_MEMORY_MIB")]
+    instance_memory_mib: Option<i64>,
+    /// Disk of each instance made for a project, in GB (default: not limited).
+    #[arg(long, value_name = "GB", env = "BERTH_INSTANCE_DISK_GB")]
+    instance_disk_gb: Option<i64>,
+    /// Container vCPUs placed per CPU of an instance.
+    #[arg(
+        long,
+        value_name = "RATIO",
+        default_value_t = 16.0,
+        env = "BERTH_CPU_ALLOCATION_RATIO"
+    )]
+    cpu_allocation_ratio: f64,
+}
+
+/// `--placement`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PlacementArg {
+    Pack,
+    Spread,
 }
 
 #[tokio::main]
@@ -88,6 +132,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         agent_image: args.agent_image,
         policy_file: args.policy_file,
         token_ttl: std::time::Duration::from_secs(args.token_ttl),
+        instance_idle_grace: std::time::Duration::from_secs(args.instance_idle_grace),
+        agent_lost_after: std::time::Duration::from_secs(args.agent_lost_after),
+        placement: PlacementSettings {
+            weigher: match args.placement {
+                PlacementArg::Pack => Weigher::Pack,
+                PlacementArg::Spread => Weigher::Spread,
+            },
+            cpu_allocation_ratio: args.cpu_allocation_ratio,
+            instance_cpus: args.instance_cpus,
+            instance_memory_mib: args.instance_memory_mib,
+            instance_disk_gb: args.instance_disk_gb,
+            ..PlacementSettings::default()
+        },
     })
     .await?;
     let (url, data) = (up.public_url.clone(), up.data_dir.clone());

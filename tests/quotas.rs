@@ -148,7 +148,8 @@ fn the_quota_api_has_zuns_shapes_defaults_classes_and_usages() {
     let (status, _) = admin.call_at("1.25", reqwest::Method::GET, &q, None);
     assert_eq!(status, 404);
 
-    let defaults = json!({"containers": 40, "cpu": 20, "memory": 51200, "disk": 100});
+    let defaults =
+        json!({"containers": 40, "cpu": 20, "memory": 51200, "disk": 100, "instances": 10});
     assert_eq!(admin.get(&q), (200, defaults.clone()));
     assert_eq!(admin.get(&format!("{q}/defaults")), (200, defaults.clone()));
     assert_eq!(admin.get("/quota_classes/default"), (200, defaults.clone()));
@@ -158,7 +159,7 @@ fn the_quota_api_has_zuns_shapes_defaults_classes_and_usages() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         v,
-        json!({"containers": 5, "cpu": 20, "memory": 1024, "disk": -1})
+        json!({"containers": 5, "cpu": 20, "memory": 1024, "disk": -1, "instances": 10})
     );
 
     // Usages: limit and what is in use.
@@ -222,7 +223,7 @@ fn the_quota_api_has_zuns_shapes_defaults_classes_and_usages() {
         admin.get(&q),
         (
             200,
-            json!({"containers": 7, "cpu": 10, "memory": 51200, "disk": 100})
+            json!({"containers": 7, "cpu": 10, "memory": 51200, "disk": 100, "instances": 10})
         )
     );
     admin.settle();

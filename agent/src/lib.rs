@@ -13,11 +13,13 @@
 
 #![warn(missing_docs)]
 
+pub mod enroll;
 mod relay_link;
 pub mod runtime;
 
 use uuid::Uuid;
 
+pub use enroll::CredentialSource;
 pub use runtime::Runtime;
 
 /// What an agent needs to know to run.

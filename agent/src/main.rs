@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context as _};
-use berth_agent::{Agent, AgentSettings};
+use berth_agent::{Agent, AgentSettings, CredentialSource};
 use clap::Parser;
 use serde::Deserialize;
 use tracing_subscriber::EnvFilter;
@@ -16,7 +16,8 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "berth-agent", version)]
 struct Cli {
-    /// TOML file with keys relay_url, credential, instance and docker_host.
+    /// TOML file with keys relay_url, credential, instance, docker_host, service_url,
+    /// enrollment_token and credential_file.
     #[arg(long, value_name = "FILE", env = "BERTH_AGENT_CONFIG")]
     config: Option<PathBuf>,
 
@@ -41,6 +42,24 @@ struct Cli {
     /// default: DOCKER_HOST, else /var/run/docker.sock.
     #[arg(long, value_name = "ADDRESS", env = "BERTH_AGENT_DOCKER_HOST")]
     docker_host: Option<String>,
+
+    /// The Berth service's base URL, where the agent enrolls (without a credential).
+    #[arg(long, value_name = "URL", env = "BERTH_AGENT_SERVICE_URL")]
+    service_url: Option<String>,
+
+    /// One-time enrollment token, traded at the service for a credential.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "BERTH_AGENT_ENROLLMENT_TOKEN",
+        hide_env_values = true
+    )]
+    enrollment_token: Option<String>,
+
+    /// File where the credential got at enrollment is kept (mode 0600) and read on
+    /// restart, so that the agent does not need a new token.
+    #[arg(long, value_name = "FILE", env = "BERTH_AGENT_CREDENTIAL_FILE")]
+    credential_file: Option<PathBuf>,
 }
 
 /// The configuration file; every key may instead come from a flag.
@@ -51,6 +70,9 @@ struct FileConfig {
     credential: Option<String>,
     instance: Option<Uuid>,
     docker_host: Option<String>,
+    service_url: Option<String>,
+    enrollment_token: Option<String>,
+    credential_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -62,29 +84,53 @@ impl FileConfig {
     }
 }
 
+/// The merged configuration, before a credential is obtained.
+#[derive(Debug)]
+struct Config {
+    relay_url: Option<String>,
+    instance: Uuid,
+    docker_host: Option<String>,
+    credentials: CredentialSource,
+}
+
+fn missing(key: &str, flag: &str, env: &str) -> anyhow::Error {
+    anyhow!("no {key} given: pass --{flag}, set {env}, or put `{key}` in the --config file")
+}
+
 /// Merge flags over the file; say exactly where a missing setting can be given.
-fn settings(cli: Cli) -> anyhow::Result<AgentSettings> {
+fn config(cli: Cli) -> anyhow::Result<Config> {
     let file = match &cli.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let missing = |key: &str, flag: &str, env: &str| {
-        anyhow!("no {key} given: pass --{flag}, set {env}, or put `{key}` in the --config file")
-    };
-    Ok(AgentSettings {
-        relay_url: cli
-            .relay_url
-            .or(file.relay_url)
-            .ok_or_else(|| missing("relay_url", "relay-url", "BERTH_AGENT_RELAY_URL"))?,
-        credential: cli
-            .credential
-            .or(file.credential)
-            .ok_or_else(|| missing("credential", "credential", "BERTH_AGENT_CREDENTIAL"))?,
+    Ok(Config {
+        relay_url: cli.relay_url.or(file.relay_url),
         instance: cli
             .instance
             .or(file.instance)
             .ok_or_else(|| missing("instance", "instance", "BERTH_AGENT_INSTANCE"))?,
         docker_host: cli.docker_host.or(file.docker_host),
+        credentials: CredentialSource {
+            credential: cli.credential.or(file.credential),
+            credential_file: cli.credential_file.or(file.credential_file),
+            enrollment_token: cli.enrollment_token.or(file.enrollment_token),
+            service_url: cli.service_url.or(file.service_url),
+        },
+    })
+}
+
+/// Obtain the credential (enrolling if need be) and settle the relay URL: the
+/// configured one, else the one the enrollment answer named.
+async fn settings(config: Config) -> anyhow::Result<AgentSettings> {
+    let obtained = config.credentials.obtain(config.instance).await?;
+    Ok(AgentSettings {
+        relay_url: config
+            .relay_url
+            .or(obtained.relay_url)
+            .ok_or_else(|| missing("relay_url", "relay-url", "BERTH_AGENT_RELAY_URL"))?,
+        credential: obtained.credential,
+        instance: config.instance,
+        docker_host: config.docker_host,
     })
 }
 
@@ -96,7 +142,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
 
-    let settings = settings(Cli::parse())?;
+    let settings = settings(config(Cli::parse())?).await?;
     let instance = settings.instance;
     let agent = Agent::connect(settings).await?;
     tracing::info!(instance.id = %instance, "berth-agent started");
@@ -119,8 +165,8 @@ mod tests {
         Cli::try_parse_from(std::iter::once("berth-agent").chain(args.iter().copied())).unwrap()
     }
 
-    #[test]
-    fn flags_override_the_configuration_file() {
+    #[tokio::test]
+    async fn flags_override_the_configuration_file() {
         let instance = Uuid::new_v4();
         let mut file = tempfile_in_target();
         writeln!(
@@ -129,7 +175,10 @@ mod tests {
         )
         .unwrap();
         let path = file.0.to_str().unwrap().to_owned();
-        let settings = settings(cli(&["--config", &path, "--relay-url", "ws://flag:2"])).unwrap();
+        let settings =
+            settings(config(cli(&["--config", &path, "--relay-url", "ws://flag:2"])).unwrap())
+                .await
+                .unwrap();
         assert_eq!(settings.relay_url, "ws://flag:2");
         assert_eq!(settings.credential, "from-file");
         assert_eq!(settings.instance, instance);
@@ -139,11 +188,34 @@ mod tests {
 
     #[test]
     fn a_missing_setting_names_the_flag_the_variable_and_the_key() {
-        let err = settings(cli(&["--relay-url", "ws://x:1", "--credential", "c"])).unwrap_err();
+        let err = config(cli(&["--relay-url", "ws://x:1", "--credential", "c"])).unwrap_err();
         let text = err.to_string();
         assert!(
             text.contains("--instance") && text.contains("BERTH_AGENT_INSTANCE"),
             "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_relay_url_or_an_enrollment_the_error_names_relay_url() {
+        let instance = Uuid::new_v4().to_string();
+        let config = config(cli(&["--instance", &instance, "--credential", "c"])).unwrap();
+        let text = settings(config).await.unwrap_err().to_string();
+        assert!(text.contains("BERTH_AGENT_RELAY_URL"), "{text}");
+    }
+
+    #[test]
+    fn enrollment_keys_are_read_from_the_configuration_file() {
+        let text = "instance = \"00000000-0000-0000-0000-000000000001\"\n\
+                    service_url = \"http://svc:9517\"\n\
+                    enrollment_token = \"tok\"\n\
+                    credential_file = \"/var/lib/berth-agent/credential\"\n";
+        let file: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(file.service_url.as_deref(), Some("http://svc:9517"));
+        assert_eq!(file.enrollment_token.as_deref(), Some("tok"));
+        assert_eq!(
+            file.credential_file.as_deref(),
+            Some(Path::new("/var/lib/berth-agent/credential"))
         );
     }
 

@@ -189,6 +189,49 @@ impl Client {
         ))
     }
 
+    /// `GET /hosts` (administrators), following `next` links: every instance of every
+    /// project, with its capacity, usage, owner, provider and agent status.
+    pub async fn list_hosts(&self) -> Result<Vec<crate::hosts::ObjectView>, ClientError> {
+        let mut url = self.url(&["hosts"]);
+        let mut hosts = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let response = self.send(self.request(Method::GET, &url), &url).await?;
+            let page: crate::hosts::HostList = decode(response, &url).await?;
+            hosts.extend(page.hosts);
+            match page.next.filter(|next| !next.is_empty()) {
+                None => return Ok(hosts),
+                Some(next) => {
+                    let next = url.join(&next).map_err(|e| {
+                        ClientError::invalid_response(&url, format!("bad next link {next:?}: {e}"))
+                    })?;
+                    if next == url {
+                        return Ok(hosts);
+                    }
+                    url = next;
+                }
+            }
+        }
+        Err(ClientError::invalid_response(
+            &url,
+            format!("the list did not end after {MAX_LIST_PAGES} pages"),
+        ))
+    }
+
+    /// `GET /hosts/{id}` (administrators): one host by uuid or hostname.
+    pub async fn get_host(&self, id: &str) -> Result<crate::hosts::ObjectView, ClientError> {
+        let url = self.url(&["hosts", id]);
+        let response = self.send(self.request(Method::GET, &url), &url).await?;
+        decode(response, &url).await
+    }
+
+    /// `GET /instances` (Berth): the instances of the caller's project.
+    pub async fn list_instances(&self) -> Result<Vec<crate::hosts::ObjectView>, ClientError> {
+        let url = self.url(&["instances"]);
+        let response = self.send(self.request(Method::GET, &url), &url).await?;
+        let list: crate::hosts::InstanceList = decode(response, &url).await?;
+        Ok(list.instances)
+    }
+
     /// `GET /containers/{id}`.
     pub async fn get_container(&self, id: &str) -> Result<ContainerView, ClientError> {
         let url = self.url(&["containers", id]);

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod command;
 pub mod container;
+pub mod enroll;
 pub mod relay;
 
 pub use command::{AgentError, AgentErrorKind, Command, Outcome, Reply};

@@ -24,6 +24,14 @@ pub enum ServiceToRelay {
         /// What to run.
         command: Command,
     },
+    /// The agents of these instances may no longer connect: their instances were
+    /// deleted or released. Sent with the full list on every service connection and
+    /// again whenever an instance goes; the relay closes their connections and refuses
+    /// new ones. Relays keep the list in memory only.
+    Revoke {
+        /// Instances whose credentials no longer work.
+        instances: Vec<Uuid>,
+    },
 }
 
 /// Relay → service.

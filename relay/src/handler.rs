@@ -52,7 +52,10 @@ pub(crate) async fn serve(
     let mut rejected = None;
     // The callback's shape, with an HTTP response as its error, is tungstenite's.
     #[allow(clippy::result_large_err)]
-    let check = |request: &Request, response: Response| match verifier.admit(request) {
+    let check = |request: &Request, response: Response| match verifier
+        .admit(request)
+        .and_then(|peer| refuse_revoked(peer, &router))
+    {
         Ok(peer) => {
             admitted = Some(peer);
             Ok(response)
@@ -100,6 +103,17 @@ pub(crate) async fn serve(
         None => {
             unreachable!("the upgrade succeeds only after the credential check admits the peer")
         }
+    }
+}
+
+/// Turns away the agent of a deleted instance: its credential is still validly signed,
+/// but a service said the instance is gone.
+fn refuse_revoked(peer: Peer, router: &Router) -> Result<Peer, Rejection> {
+    match peer {
+        Peer::Agent { instance } if router.is_revoked(instance) => Err(Rejection::Unauthorized(
+            format!("instance {instance} was deleted: its agent credential no longer works"),
+        )),
+        peer => Ok(peer),
     }
 }
 
@@ -194,6 +208,10 @@ impl End {
             End::Kicked(Kick::Overflow) => (
                 CloseCode::Again,
                 "too many unread messages; reconnect and read faster",
+            ),
+            End::Kicked(Kick::Revoked) => (
+                CloseCode::Policy,
+                "the instance was deleted: its credential no longer works",
             ),
         };
         Some(CloseFrame {

@@ -11,7 +11,7 @@
 //! not dropped silently, and it rebuilds its view by reconnecting (services get
 //! `Agents` and fresh state, agents report state again).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
@@ -42,6 +42,8 @@ pub(crate) enum Kick {
     Replaced,
     /// The outbound queue filled up.
     Overflow,
+    /// The agent's instance was deleted: its credential no longer works.
+    Revoked,
 }
 
 /// The router's end of a connection: where its outbound messages go.
@@ -146,6 +148,8 @@ struct Tables {
     agents: HashMap<Uuid, AgentEntry>,
     services: HashMap<ConnId, Outbox>,
     pending: HashMap<RequestId, Pending>,
+    /// Instances whose agents may not connect (deleted or released), as services said.
+    revoked: HashSet<Uuid>,
 }
 
 impl Tables {
@@ -198,9 +202,17 @@ impl Router {
 
     /// Register the agent of `instance`, replacing (and closing) an older connection
     /// for the same instance: the newer one is the agent that is alive.
+    ///
+    /// An agent of a revoked instance gets an inbox that is already told to close: the
+    /// check at the upgrade and a revocation arriving meanwhile cannot race past it,
+    /// since both are decided under the one lock.
     pub(crate) fn agent_connected(&self, conn: ConnId, instance: Uuid) -> Inbox {
         let (outbox, inbox) = outbox(conn);
         let mut tables = self.lock();
+        if tables.revoked.contains(&instance) {
+            outbox.kick(Kick::Revoked);
+            return inbox;
+        }
         if let Some(old) = tables.agents.insert(instance, AgentEntry { outbox }) {
             info!(
                 instance.id = %instance,
@@ -325,6 +337,27 @@ impl Router {
                 action,
                 command,
             } => self.command(conn, request, instance, action, command),
+            ServiceToRelay::Revoke { instances } => self.revoke(instances),
+        }
+    }
+
+    /// Whether the agent of `instance` is refused (its instance was deleted).
+    pub(crate) fn is_revoked(&self, instance: Uuid) -> bool {
+        self.lock().revoked.contains(&instance)
+    }
+
+    /// Refuse the agents of `instances` from now on and close those connected.
+    fn revoke(&self, instances: Vec<Uuid>) {
+        let mut tables = self.lock();
+        for instance in instances {
+            if !tables.revoked.insert(instance) {
+                continue;
+            }
+            if let Some(agent) = tables.agents.get(&instance) {
+                if agent.outbox.kick(Kick::Revoked) {
+                    info!(instance.id = %instance, "closing the connection of a deleted instance's agent");
+                }
+            }
         }
     }
 

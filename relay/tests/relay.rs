@@ -719,3 +719,83 @@ async fn binding_with_a_key_that_is_not_a_pem_public_key_fails() {
         "{error:#}"
     );
 }
+
+#[tokio::test]
+async fn a_revoked_instances_agent_is_closed_and_refused_while_other_agents_stay() {
+    let relay = TestRelay::start().await;
+    let (mut service, _) = relay.service().await;
+    let (gone, kept) = (Uuid::new_v4(), Uuid::new_v4());
+    let mut gone_agent = relay.agent(gone, Vec::new()).await;
+    let mut kept_agent = relay.agent(kept, Vec::new()).await;
+    for _ in 0..2 {
+        assert!(matches!(
+            service.recv().await,
+            RelayToService::AgentConnected { .. }
+        ));
+    }
+
+    service
+        .send(&ServiceToRelay::Revoke {
+            instances: vec![gone],
+        })
+        .await;
+    assert_eq!(gone_agent.closed().await, Some(CloseCode::Policy));
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::AgentDisconnected { instance: gone }
+    );
+
+    // Its still validly signed credential no longer opens a connection.
+    let token = relay.key.agent_token(gone, 3600);
+    assert_eq!(
+        relay
+            .refusal(RELAY_AGENT_PATH, Some(&format!("Bearer {token}")))
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Commands for it find no agent, while the other instance is served as before.
+    let request = Uuid::new_v4();
+    service
+        .send(&command_for(request, gone, start(Uuid::new_v4())))
+        .await;
+    let message = unavailable_message(service.recv().await, request);
+    assert!(message.contains("no agent is connected"), "{message}");
+    round_trip(&mut service, &mut kept_agent, kept).await;
+}
+
+#[tokio::test]
+async fn a_revocation_outlives_the_service_connection_that_sent_it() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    {
+        let (mut service, _) = relay.service().await;
+        service
+            .send(&ServiceToRelay::Revoke {
+                instances: vec![instance],
+            })
+            .await;
+        // The relay handles one connection's messages in order, so the reply to a
+        // later command shows the revocation was taken in.
+        let request = Uuid::new_v4();
+        service
+            .send(&command_for(request, instance, start(Uuid::new_v4())))
+            .await;
+        unavailable_message(service.recv().await, request);
+    }
+    let token = relay.key.agent_token(instance, 3600);
+    assert_eq!(
+        relay
+            .refusal(RELAY_AGENT_PATH, Some(&format!("Bearer {token}")))
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    // Another instance's agent still connects.
+    let (mut service, _) = relay.service().await;
+    let other = Uuid::new_v4();
+    let mut agent = relay.agent(other, Vec::new()).await;
+    assert!(matches!(
+        service.recv().await,
+        RelayToService::AgentConnected { instance: got, .. } if got == other
+    ));
+    round_trip(&mut service, &mut agent, other).await;
+}

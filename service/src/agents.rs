@@ -5,7 +5,7 @@
 //! (agent connected / disconnected, events) goes, in order, to one channel that the
 //! reconciler drains.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,11 +24,16 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(150);
 
 type Pending = Arc<Mutex<HashMap<RequestId, oneshot::Sender<Reply>>>>;
 
+/// Instances whose agents relays must refuse; sent in full on every relay connection,
+/// since relays keep it only in memory.
+type Revoked = Arc<Mutex<BTreeSet<Uuid>>>;
+
 /// A handle for sending commands to agents. Cheap to clone.
 #[derive(Clone)]
 pub struct Agents {
     outbound: mpsc::Sender<ServiceToRelay>,
     pending: Pending,
+    revoked: Revoked,
 }
 
 impl Agents {
@@ -42,20 +47,45 @@ impl Agents {
         let (out_tx, out_rx) = mpsc::channel(1024);
         let (note_tx, note_rx) = mpsc::channel(4096);
         let pending: Pending = Arc::default();
+        let revoked: Revoked = Arc::default();
         tokio::spawn(connection_loop(
             relay_url,
             credential,
             out_rx,
             note_tx,
             pending.clone(),
+            revoked.clone(),
         ));
         (
             Agents {
                 outbound: out_tx,
                 pending,
+                revoked,
             },
             note_rx,
         )
+    }
+
+    /// Tells the relay that the agents of `instances` may no longer act (their
+    /// instances were deleted): it closes their connections and refuses new ones. The
+    /// list is also sent again on every later relay connection.
+    pub async fn revoke(&self, instances: Vec<Uuid>) {
+        let fresh: Vec<Uuid> = {
+            let mut revoked = self.revoked.lock().expect("revoked lock");
+            instances
+                .into_iter()
+                .filter(|i| revoked.insert(*i))
+                .collect()
+        };
+        if fresh.is_empty() {
+            return;
+        }
+        // When the relay connection is down the message waits in the queue; the full
+        // list goes out on reconnection anyway.
+        let _ = self
+            .outbound
+            .send(ServiceToRelay::Revoke { instances: fresh })
+            .await;
     }
 
     /// Sends `command` to the agent of `instance` and waits for its reply.
@@ -111,6 +141,7 @@ async fn connection_loop(
     mut outbound: mpsc::Receiver<ServiceToRelay>,
     notes: mpsc::Sender<RelayToService>,
     pending: Pending,
+    revoked: Revoked,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -119,6 +150,20 @@ async fn connection_loop(
                 tracing::info!(relay.url = %relay_url, "connected to relay");
                 backoff = Duration::from_millis(100);
                 let (mut sink, mut stream) = ws.split();
+                let instances: Vec<Uuid> = revoked
+                    .lock()
+                    .expect("revoked lock")
+                    .iter()
+                    .copied()
+                    .collect();
+                if !instances.is_empty() {
+                    let text = serde_json::to_string(&ServiceToRelay::Revoke { instances })
+                        .expect("proto serialises");
+                    if let Err(e) = sink.send(Message::text(text)).await {
+                        // The loop below notices the broken connection and reconnects.
+                        tracing::warn!(relay.url = %relay_url, error = %e, "cannot send the revoked instances to the relay");
+                    }
+                }
                 let mut ping = tokio::time::interval(Duration::from_secs(15));
                 loop {
                     tokio::select! {

@@ -62,6 +62,28 @@ struct Cli {
     /// Directory of Keystone's JWS public keys, for checking JWS tokens offline first.
     #[arg(long, env = "BERTH_SERVICE_JWS_PUBLIC_KEYS_DIR", global = true)]
     jws_public_keys_dir: Option<PathBuf>,
+    /// Where new instances come from: `nova` boots a Nova server per instance
+    /// ([nova] in the file; credentials from it or from OS_* / OS_CLOUD).
+    #[arg(long, env = "BERTH_SERVICE_INSTANCE_PROVIDER", global = true)]
+    instance_provider: Option<String>,
+    /// [nova] image (id or name): Docker, cloud-init and berth-agent (docs/nova.md).
+    #[arg(long, env = "BERTH_SERVICE_NOVA_IMAGE", global = true)]
+    nova_image: Option<String>,
+    /// [nova] flavor (id or name).
+    #[arg(long, env = "BERTH_SERVICE_NOVA_FLAVOR", global = true)]
+    nova_flavor: Option<String>,
+    /// [nova] network (id or name).
+    #[arg(long, env = "BERTH_SERVICE_NOVA_NETWORK", global = true)]
+    nova_network: Option<String>,
+    /// [nova] key pair.
+    #[arg(long, env = "BERTH_SERVICE_NOVA_KEY_NAME", global = true)]
+    nova_key_name: Option<String>,
+    /// [nova] availability zone.
+    #[arg(long, env = "BERTH_SERVICE_NOVA_AVAILABILITY_ZONE", global = true)]
+    nova_availability_zone: Option<String>,
+    /// [nova] seconds a server may take to become ACTIVE (default 600).
+    #[arg(long, env = "BERTH_SERVICE_NOVA_BOOT_TIMEOUT", global = true)]
+    nova_boot_timeout: Option<u64>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -164,6 +186,39 @@ fn settings(cli: &Cli) -> anyhow::Result<ServiceSettings> {
             .as_table_mut()
             .context("`identity` in the settings file must be a table ([identity])")?;
         for (k, v) in identity {
+            if let Some(v) = v {
+                section.insert(k.into(), v);
+            }
+        }
+    }
+    if let Some(p) = &cli.instance_provider {
+        table.insert("instance_provider".into(), toml::Value::String(p.clone()));
+    }
+    let nova = [
+        ("image", cli.nova_image.clone().map(toml::Value::String)),
+        ("flavor", cli.nova_flavor.clone().map(toml::Value::String)),
+        ("network", cli.nova_network.clone().map(toml::Value::String)),
+        (
+            "key_name",
+            cli.nova_key_name.clone().map(toml::Value::String),
+        ),
+        (
+            "availability_zone",
+            cli.nova_availability_zone.clone().map(toml::Value::String),
+        ),
+        (
+            "boot_timeout_secs",
+            cli.nova_boot_timeout
+                .map(|t| toml::Value::Integer(t.min(i64::MAX as u64) as i64)),
+        ),
+    ];
+    if nova.iter().any(|(_, v)| v.is_some()) {
+        let section = table
+            .entry("nova")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .context("`nova` in the settings file must be a table ([nova])")?;
+        for (k, v) in nova {
             if let Some(v) = v {
                 section.insert(k.into(), v);
             }

@@ -9,7 +9,8 @@
 //! - removes containers that no row knows about (a create whose row was rolled back),
 //!   except the agent containers of instances made on this host;
 //! - marks an instance being made `active` when its agent first reports, which
-//!   resumes the creates of the containers waiting for it.
+//!   resumes the creates of the containers waiting for it, and an instance the
+//!   instances monitor marked lost `active` again when its agent reports again.
 //!
 //! Events between reports update single containers.
 
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::db::containers::{self as q, ContainerChange};
-use crate::db::{instances, DbError};
+use crate::db::{instances, monitor, DbError};
 use crate::domain::ContainerStatus;
 use crate::lifecycle::{observation_change, port_rows};
 use crate::state::AppState;
@@ -89,6 +90,11 @@ async fn full_state(
                 let exists = instances::get(c, &id)?.is_some();
                 if exists && instances::agent_connected(c, &id)? {
                     tracing::info!(instance.id = %id, "the instance's agent connected: instance active");
+                }
+                // An instance the monitor marked lost or failed is back: the rows of its
+                // containers are corrected below from what the agent reports.
+                if exists && monitor::recovered(c, &id)? {
+                    tracing::info!(instance.id = %id, "the agent of a lost instance reports again: instance active");
                 }
                 exists.then(|| q::on_instance(c, &id)).transpose()
             })

@@ -34,6 +34,183 @@ pub struct ServiceSettings {
     /// external Keystone.
     #[serde(default)]
     pub identity: IdentitySettings,
+    /// Where new instances come from: `nova` boots Nova servers ([`NovaSettings`]);
+    /// unset, projects run only on registered hosts (and `berth up`'s docker
+    /// instances).
+    #[serde(default)]
+    pub instance_provider: Option<String>,
+    /// The `[nova]` section, used when `instance_provider = "nova"`.
+    #[serde(default)]
+    pub nova: NovaSettings,
+    /// How long an instance made on demand may hold no container before it is
+    /// released through its provider (seconds in the file).
+    #[serde(default = "default_instance_idle_grace", with = "secs")]
+    pub instance_idle_grace: Duration,
+    /// How long an instance's agent may stay disconnected before its containers are
+    /// marked Unknown (seconds in the file).
+    #[serde(default = "default_agent_lost_after", with = "secs")]
+    pub agent_lost_after: Duration,
+    /// How containers are placed on instances, and the size of instances made on demand.
+    #[serde(default)]
+    pub placement: PlacementSettings,
+}
+
+/// Which of the instances a container fits on it goes to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weigher {
+    /// The most used instance first, so that fewer instances hold the project's
+    /// containers and idle ones can be released.
+    #[default]
+    Pack,
+    /// The least used instance first, so that one instance's failure hits fewer
+    /// containers.
+    Spread,
+}
+
+/// The `[placement]` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct PlacementSettings {
+    /// Pack (default) or spread.
+    pub weigher: Weigher,
+    /// Virtual CPUs placed per CPU of an instance. Container CPU limits are shares of
+    /// time rather than reservations, so they are overcommitted like Nova's default
+    /// `cpu_allocation_ratio` (16.0).
+    pub cpu_allocation_ratio: f64,
+    /// MiB of container memory limits placed per MiB of an instance (1.0: no
+    /// overcommit; an instance that swaps slows every container on it).
+    pub memory_allocation_ratio: f64,
+    /// CPUs of instances made on demand (None: what the provider says).
+    pub instance_cpus: Option<f64>,
+    /// Memory of instances made on demand, MiB (None: what the provider says).
+    pub instance_memory_mib: Option<i64>,
+    /// Disk of instances made on demand, GB (None: what the provider says).
+    pub instance_disk_gb: Option<i64>,
+}
+
+impl Default for PlacementSettings {
+    fn default() -> Self {
+        PlacementSettings {
+            weigher: Weigher::Pack,
+            cpu_allocation_ratio: 16.0,
+            memory_allocation_ratio: 1.0,
+            instance_cpus: None,
+            instance_memory_mib: None,
+            instance_disk_gb: None,
+        }
+    }
+}
+
+/// Default of [`ServiceSettings::instance_idle_grace`].
+pub const DEFAULT_INSTANCE_IDLE_GRACE: Duration = Duration::from_secs(300);
+/// Default of [`ServiceSettings::agent_lost_after`].
+pub const DEFAULT_AGENT_LOST_AFTER: Duration = Duration::from_secs(120);
+
+fn default_instance_idle_grace() -> Duration {
+    DEFAULT_INSTANCE_IDLE_GRACE
+}
+
+fn default_agent_lost_after() -> Duration {
+    DEFAULT_AGENT_LOST_AFTER
+}
+
+/// The `[nova]` section: how the `nova` provider boots instances.
+///
+/// Credentials: `cloud` (a clouds.yaml entry), else `auth_url` with `username`,
+/// `password` and `project_name`, else the `OS_*` environment (including
+/// `OS_CLOUD`), as the openstack CLI reads it.
+#[derive(Clone, Deserialize)]
+#[serde(default)]
+pub struct NovaSettings {
+    /// A cloud in clouds.yaml (as `OS_CLOUD`).
+    pub cloud: Option<String>,
+    /// Keystone's URL, e.g. `https://keystone.example.com/v3`.
+    pub auth_url: Option<String>,
+    /// The user Berth boots servers as.
+    pub username: String,
+    /// That user's password.
+    pub password: String,
+    /// The project the servers belong to (and count against the quota of).
+    pub project_name: String,
+    /// The user's domain name.
+    pub user_domain_name: String,
+    /// The project's domain name.
+    pub project_domain_name: String,
+    /// Region of the compute endpoint (none: the catalog's only one).
+    pub region_name: Option<String>,
+    /// Image (id or name) with Docker, cloud-init and berth-agent (docs/nova.md).
+    pub image: String,
+    /// Flavor (id or name).
+    pub flavor: String,
+    /// Network (id or name); none: Nova's choice (the only network the project
+    /// sees, or none).
+    pub network: Option<String>,
+    /// Key pair for SSH into instances.
+    pub key_name: Option<String>,
+    /// Availability zone (none: Nova's default).
+    pub availability_zone: Option<String>,
+    /// How long a server may take to become ACTIVE before it is deleted and its
+    /// waiting containers fail.
+    pub boot_timeout_secs: u64,
+    /// How often the server's status is read while it boots, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// How long an instance's enrollment token stays valid (it must cover the boot).
+    pub enrollment_ttl_secs: u64,
+    /// The API URL the agent enrolls at (default: the service's public URL).
+    pub service_url: Option<String>,
+    /// The relay URL the agent dials (default: the service's `relay_url`).
+    pub relay_url: Option<String>,
+    /// Where the agent keeps the credential it gets at enrollment.
+    pub credential_file: String,
+}
+
+impl Default for NovaSettings {
+    fn default() -> Self {
+        NovaSettings {
+            cloud: None,
+            auth_url: None,
+            username: String::new(),
+            password: String::new(),
+            project_name: String::new(),
+            user_domain_name: "Default".into(),
+            project_domain_name: "Default".into(),
+            region_name: None,
+            image: String::new(),
+            flavor: String::new(),
+            network: None,
+            key_name: None,
+            availability_zone: None,
+            boot_timeout_secs: 600,
+            poll_interval_ms: 2000,
+            enrollment_ttl_secs: 1800,
+            service_url: None,
+            relay_url: None,
+            credential_file: "/var/lib/berth/agent-credential".into(),
+        }
+    }
+}
+
+// By hand, so that the password never reaches a log line.
+impl std::fmt::Debug for NovaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NovaSettings")
+            .field("cloud", &self.cloud)
+            .field("auth_url", &self.auth_url)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("project_name", &self.project_name)
+            .field("region_name", &self.region_name)
+            .field("image", &self.image)
+            .field("flavor", &self.flavor)
+            .field("network", &self.network)
+            .field("key_name", &self.key_name)
+            .field("availability_zone", &self.availability_zone)
+            .field("boot_timeout_secs", &self.boot_timeout_secs)
+            .field("service_url", &self.service_url)
+            .field("relay_url", &self.relay_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The `[identity]` section. With `keystone_url` set, Berth validates tokens against

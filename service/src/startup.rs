@@ -71,7 +71,15 @@ impl Application {
 
         let service_credential = mint_service_credential(&credential_key)?;
         let (agents, notes) = Agents::start(settings.relay_url.clone(), service_credential);
+        // Relays learn the deleted instances before any agent command goes out.
+        crate::enrollment::load_revoked(&db, &agents).await?;
+        let enrollment = crate::enrollment::Enrollment::new(
+            db.clone(),
+            credential_key.clone(),
+            settings.relay_url.clone(),
+        );
         let providers = Provisioner::new(db.clone());
+        providers.set_placement(settings.placement.clone());
         let lifecycle = Lifecycle::new(db.clone(), agents.clone(), providers.clone());
 
         let listener = TcpListener::bind(settings.listen)
@@ -103,7 +111,35 @@ impl Application {
             keystone,
         };
         tokio::spawn(reconciler::run(state.clone(), notes));
+        tokio::spawn(crate::instances_monitor::run(
+            state.clone(),
+            crate::instances_monitor::MonitorSettings {
+                idle_grace: settings.instance_idle_grace,
+                agent_lost_after: settings.agent_lost_after,
+            },
+        ));
 
+        // Instances on demand from Nova, when configured (`instance_provider = "nova"`).
+        match settings.instance_provider.as_deref() {
+            None => {}
+            Some(crate::providers::nova::NAME) => {
+                let provider = crate::providers::nova::NovaProvider::connect(
+                    settings.nova.clone(),
+                    state.db.clone(),
+                    &settings.relay_url,
+                    &state.public_url,
+                )
+                .await
+                .context("starting the nova instance provider ([nova])")?;
+                state
+                    .providers
+                    .enable(std::sync::Arc::new(provider))
+                    .await?;
+            }
+            Some(other) => anyhow::bail!(
+                "unknown instance_provider '{other}': berth-service knows 'nova' (or leave it unset for registered hosts only)"
+            ),
+        }
         let app_state = web::Data::new(state.clone());
         let external_identity = state.keystone.as_ref().map(|k| k.keystone_url().to_owned());
         let server = HttpServer::new(move || {
@@ -116,6 +152,7 @@ impl Application {
                     None => identity::routes::configure(cfg),
                 })
                 .configure(api::configure)
+                .configure(|cfg| enrollment.clone().configure(cfg))
                 .default_service(web::to(api::not_found))
         })
         .workers(2)
@@ -156,6 +193,12 @@ impl Application {
         mint_agent_credential(&self.credential_key, instance, ttl)
     }
 
+    /// Makes `instance`'s agent credentials stop working (see [`crate::enrollment::revoke`]).
+    pub async fn revoke_instance(&self, instance: Uuid) -> anyhow::Result<()> {
+        crate::enrollment::revoke(&self.state.db, &self.state.agents, instance).await?;
+        Ok(())
+    }
+
     /// Makes sure the `admin` project and user exist, with the admin role.
     pub async fn ensure_admin(&self, admin_password: &str) -> anyhow::Result<AdminAccount> {
         ensure_admin(&self.state.db, admin_password).await
@@ -176,7 +219,8 @@ impl Application {
     pub async fn enable_docker_instances(&self, options: DockerOptions) -> anyhow::Result<()> {
         let provider = DockerProvider::new(
             self.state.agents.clone(),
-            self.credential_key.clone(),
+            self.state.db.clone(),
+            self.state.public_url.clone(),
             options,
         );
         self.state

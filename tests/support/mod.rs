@@ -55,6 +55,8 @@ pub struct Berth {
     pub instance: String,
     pub env: Vec<(String, String)>,
     output: Arc<Mutex<Vec<String>>>,
+    /// More `berth up` options, given on every (re)start.
+    args: Vec<String>,
 }
 
 impl Berth {
@@ -65,7 +67,14 @@ impl Berth {
 
     /// Starts `berth up` with the given database (None: SQLite).
     pub fn start_with(database_url: Option<String>) -> Berth {
+        Berth::start_with_args(database_url, &[])
+    }
+
+    /// Starts `berth up` with the given database (None: SQLite) and more options
+    /// (e.g. `--instance-memory-mib 256`).
+    pub fn start_with_args(database_url: Option<String>, args: &[&str]) -> Berth {
         let mut b = Berth {
+            args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
             data: tempfile::tempdir().unwrap(),
             database_url,
@@ -96,6 +105,7 @@ impl Berth {
         if let Some(url) = &self.database_url {
             cmd.args(["--database-url", url]);
         }
+        cmd.args(&self.args);
         let mut child = cmd.spawn().expect("berth up starts");
         let output = self.output.clone();
         let stdout = child.stdout.take().unwrap();

@@ -21,6 +21,7 @@ use crate::container::{
     parse_cpu, CreateContainer, DeleteOptions, KeyValue, LogsOptions, MemoryMib, PortSpec,
     RestartPolicy, UpdateContainer,
 };
+use crate::hosts;
 use crate::output::{self, Format};
 
 /// `osc`: manage Berth containers (OpenStack Zun API) from the command line.
@@ -125,6 +126,16 @@ pub enum Command {
     ContainerLogs(LogsArgs),
     /// Rename or resize a container
     ContainerUpdate(UpdateArgs),
+    /// List hosts: every project's instances (administrators only)
+    HostList,
+    /// Show a host's details and why it is in its status (administrators only)
+    HostShow {
+        /// Host uuid or hostname
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: String,
+    },
+    /// List the instances of your project
+    InstanceList,
     /// Issue a token (expires, id, project_id, user_id)
     TokenIssue,
     /// Projects, users, roles and the catalog.
@@ -445,6 +456,42 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
                 .await
                 .map_err(CliError::from_api)?;
             show(&view)
+        }
+        Command::HostList => {
+            let views = client.list_hosts().await.map_err(CliError::from_api)?;
+            let records: Vec<_> = views
+                .iter()
+                .map(|v| hosts::object_record(v, hosts::HOST_FIELDS))
+                .collect();
+            print(&output::render_many(
+                &records,
+                hosts::HOST_FIELDS,
+                hosts::HOST_LIST_COLUMNS,
+                output.format,
+                &output.columns,
+            )?)
+        }
+        Command::HostShow { id } => {
+            let view = client.get_host(&id).await.map_err(CliError::from_api)?;
+            print(&output::render_one(
+                &hosts::object_record(&view, hosts::HOST_FIELDS),
+                output.format,
+                &output.columns,
+            )?)
+        }
+        Command::InstanceList => {
+            let views = client.list_instances().await.map_err(CliError::from_api)?;
+            let records: Vec<_> = views
+                .iter()
+                .map(|v| hosts::object_record(v, hosts::INSTANCE_FIELDS))
+                .collect();
+            print(&output::render_many(
+                &records,
+                hosts::INSTANCE_FIELDS,
+                hosts::INSTANCE_LIST_COLUMNS,
+                output.format,
+                &output.columns,
+            )?)
         }
         Command::TokenIssue => print(&output::render_one(
             &output::token_record(client.token()),

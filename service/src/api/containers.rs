@@ -108,6 +108,10 @@ struct NewContainer {
     auto_remove: bool,
     privileged: bool,
     ports: Vec<PortBinding>,
+    /// Zun's `disk`, GB (0: none asked), reserved on the instance.
+    disk_gb: i64,
+    /// Zun's `availability_zone`: the zone of the instance it goes to.
+    availability_zone: Option<String>,
 }
 
 fn unsupported(field: &str, why: &str) -> ApiError {
@@ -159,6 +163,7 @@ impl TryFrom<CreateBody> for NewContainer {
             }
             None => MemoryMib::DEFAULT,
         };
+        let mut disk_gb = 0;
         if let Some(d) = &b.disk {
             let gb = flex_i64("disk", d)?;
             if !(1..=160).contains(&gb) {
@@ -166,6 +171,7 @@ impl TryFrom<CreateBody> for NewContainer {
                     "Invalid disk {gb}: disk is 1 to 160 GB"
                 )));
             }
+            disk_gb = gb;
         }
         let restart = match &b.restart_policy {
             Some(p) => {
@@ -238,7 +244,8 @@ impl TryFrom<CreateBody> for NewContainer {
                 )));
             }
         }
-        let _ = (&b.hints, &b.availability_zone);
+        let _ = &b.hints;
+        let availability_zone = b.availability_zone.filter(|z| !z.is_empty());
         let mut ports: Vec<PortBinding> = Vec::new();
         for spec in b.published_ports.iter().flatten() {
             ports.push(PortMapping::parse(spec)?.binding());
@@ -289,6 +296,8 @@ impl TryFrom<CreateBody> for NewContainer {
             auto_remove,
             privileged,
             ports,
+            disk_gb,
+            availability_zone,
         })
     }
 }
@@ -389,64 +398,107 @@ async fn create(
     };
     let project = ctx.project_id.clone();
     let providers = state.providers.clone();
+    let ask = scheduler::Ask {
+        cpu: row.cpu,
+        memory_mib: row.memory_mib,
+        disk_gb: new.disk_gb,
+        host_ports: ports
+            .iter()
+            .filter_map(|p| {
+                p.host_port
+                    .map(|h| (p.protocol.as_str().to_owned(), i32::from(h)))
+            })
+            .collect(),
+        availability_zone: new.availability_zone,
+    };
     let placed = state
         .db
         .run(move |c| {
-            // A request already over quota must not make an instance first. This check
-            // is only a shortcut: the binding one is in `insert_within_quota`.
-            let over = crate::db::quotas::exceeded_by_one_more(c, &project, row.cpu, row.memory_mib)?;
-            if !over.is_empty() {
-                return Ok(Err(over_quota(&over)));
-            }
-            // A project without an instance gets one made; the container waits for it.
-            let placement = scheduler::place(c, &project, &providers)?;
-            if let Some(task) = placement.task_state {
-                row.task_state = Some(task.into());
-            }
-            let instance = placement.instance;
-            let port_rows: Vec<PortRow> = match &instance {
-                Some(i) => ports
-                    .iter()
-                    .filter_map(|p| {
-                        p.host_port.map(|h| PortRow {
-                            instance_id: i.id.clone(),
-                            protocol: p.protocol.as_str().into(),
-                            host_port: i32::from(h),
-                            container_id: row.id.clone(),
-                            container_port: i32::from(p.container_port),
-                        })
-                    })
-                    .collect(),
-                None => Vec::new(),
-            };
-            match &instance {
-                Some(i) => row.instance_id = Some(i.id.clone()),
-                None => {
-                    row.status = S::Error.as_str().into();
-                    row.task_state = None;
-                    row.status_reason = Some("There are not enough hosts available.".into());
+            // One transaction under the project's lock: the quota check, the placement
+            // (which may record a new instance) and the container row that reserves
+            // its room. A refusal rolls it all back, so no instance is left recorded
+            // for a container that was never made.
+            use diesel::Connection as _;
+            let result = c.transaction::<_, CreateAbort, _>(|c| {
+                crate::db::quotas::lock_project(c, &project)?;
+                let over = crate::db::quotas::exceeded_by_one_more(
+                    c,
+                    &project,
+                    row.cpu,
+                    row.memory_mib,
+                    ask.disk_gb,
+                )?;
+                if !over.is_empty() {
+                    return Err(CreateAbort::Refused(over_quota(&over)));
                 }
-            }
-            match q::insert_within_quota(c, &row, &port_rows) {
-                Ok(over) if over.is_empty() => {}
-                Ok(over) => return Ok(Err(over_quota(&over))),
-                Err(e) if db::is_unique_violation(&e) => {
-                    let inst = instance.as_ref().expect("ports are only reserved on an instance");
-                    for p in &port_rows {
-                        if let Some(holder) = q::port_holder(c, &inst.id, &p.protocol, p.host_port)? {
-                            return Ok(Err(ApiError::Conflict(format!(
-                                "Host port {}/{} is already published on instance {} by container {holder}; choose another host port, or give only the container port to let the engine pick one",
-                                p.host_port, p.protocol, inst.id
-                            ))));
-                        }
+                // A container that fits none of the project's instances gets a new one
+                // made (within the `instances` quota); it waits for it in Creating.
+                let placement = match scheduler::place(c, &project, &ask, &providers)? {
+                    Ok(p) => p,
+                    Err(scheduler::Refusal::Quota(e)) => {
+                        return Err(CreateAbort::Refused(over_quota(std::slice::from_ref(&e))))
                     }
-                    return Err(e);
+                    Err(scheduler::Refusal::Impossible(why)) => {
+                        return Err(CreateAbort::Refused(ApiError::BadRequest(why)))
+                    }
+                    Err(scheduler::Refusal::PortTaken(why)) => {
+                        return Err(CreateAbort::Refused(ApiError::Conflict(why)))
+                    }
+                };
+                if let Some(task) = placement.task_state {
+                    row.task_state = Some(task.into());
                 }
-                Err(e) => return Err(e),
+                let instance = placement.instance;
+                let port_rows: Vec<PortRow> = match &instance {
+                    Some(i) => ports
+                        .iter()
+                        .filter_map(|p| {
+                            p.host_port.map(|h| PortRow {
+                                instance_id: i.id.clone(),
+                                protocol: p.protocol.as_str().into(),
+                                host_port: i32::from(h),
+                                container_id: row.id.clone(),
+                                container_port: i32::from(p.container_port),
+                            })
+                        })
+                        .collect(),
+                    None => Vec::new(),
+                };
+                match &instance {
+                    Some(i) => row.instance_id = Some(i.id.clone()),
+                    None => {
+                        row.status = S::Error.as_str().into();
+                        row.task_state = None;
+                        row.status_reason = Some("There are not enough hosts available.".into());
+                    }
+                }
+                match q::insert_reservation(c, &row, ask.disk_gb, &port_rows) {
+                    Ok(()) => {}
+                    // A port the engine chose for another container, recorded since
+                    // the placement read (that write does not take the project lock).
+                    Err(e) if db::is_unique_violation(&e) => {
+                        let inst = instance.as_ref().expect("ports are only reserved on an instance");
+                        for p in &port_rows {
+                            if let Some(holder) = q::port_holder(c, &inst.id, &p.protocol, p.host_port)? {
+                                return Err(CreateAbort::Refused(ApiError::Conflict(format!(
+                                    "Host port {}/{} is already published on instance {} by container {holder}; choose another host port, or give only the container port to let the engine pick one",
+                                    p.host_port, p.protocol, inst.id
+                                ))));
+                            }
+                        }
+                        return Err(e.into());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+                q::insert_action(c, &action)?;
+                let ports = q::ports_of(c, std::slice::from_ref(&row.id))?;
+                Ok((row, ports, instance))
+            });
+            match result {
+                Ok(placed) => Ok(Ok(placed)),
+                Err(CreateAbort::Refused(e)) => Ok(Err(e)),
+                Err(CreateAbort::Db(e)) => Err(e),
             }
-            q::insert_action(c, &action)?;
-            let ports = q::ports_of(c, std::slice::from_ref(&row.id))?;
-            Ok(Ok((row, ports, instance)))
         })
         .await??;
     let (row, ports, instance) = placed;
@@ -467,6 +519,26 @@ async fn create(
             format!("{}/v1/containers/{id}", state.public_url),
         ))
         .json(view))
+}
+
+/// Why a create's transaction was rolled back.
+enum CreateAbort {
+    /// The request cannot be met; the error says why.
+    Refused(ApiError),
+    /// The database failed.
+    Db(crate::db::DbError),
+}
+
+impl From<crate::db::DbError> for CreateAbort {
+    fn from(e: crate::db::DbError) -> Self {
+        CreateAbort::Db(e)
+    }
+}
+
+impl From<diesel::result::Error> for CreateAbort {
+    fn from(e: diesel::result::Error) -> Self {
+        CreateAbort::Db(e.into())
+    }
 }
 
 /// Zun's answer to a create over quota: `Quota exceeded for resources: ['containers']`,

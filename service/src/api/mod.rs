@@ -2,6 +2,8 @@
 
 pub mod containers;
 pub mod error;
+pub mod hosts;
+pub mod instances;
 pub mod params;
 pub mod quotas;
 pub mod version;
@@ -25,7 +27,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("", web::get().to(v1))
             .route("/", web::get().to(v1))
             .configure(containers::configure)
-            .configure(quotas::configure),
+            .configure(quotas::configure)
+            .configure(hosts::configure)
+            .configure(instances::configure),
     );
 }
 

@@ -2,7 +2,9 @@
 //!
 //! A project's limit of a resource is its own, else the `default` quota class's, else
 //! Zun's built-in default; -1 is unlimited. Limits are enforced when a container is
-//! created ([`crate::db::containers::insert_within_quota`]).
+//! created, in the transaction that places it. Berth adds one resource to Zun's four:
+//! `instances` (default 10), how many instances the project may have at once; a create
+//! that would need one more is refused with 403 like any quota.
 
 use std::collections::BTreeMap;
 

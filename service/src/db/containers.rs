@@ -65,11 +65,34 @@ pub fn insert_within_quota(
     conn.transaction::<_, DbError, _>(|conn| {
         super::quotas::lock_project(conn, &row.project_id)?;
         let over =
-            super::quotas::exceeded_by_one_more(conn, &row.project_id, row.cpu, row.memory_mib)?;
+            super::quotas::exceeded_by_one_more(conn, &row.project_id, row.cpu, row.memory_mib, 0)?;
         if over.is_empty() {
             insert(conn, row, ports)?;
         }
         Ok(over)
+    })
+}
+
+/// Inserts a container placed on its instance with the disk (GB) it asks for: the row
+/// reserves its cpu, memory and disk there from now on, and `ports` its host ports (a
+/// port already published on the instance fails with a unique violation). The caller
+/// runs this in the transaction that placed it, under the project's lock
+/// ([`crate::scheduler::place`]).
+pub fn insert_reservation(
+    conn: &mut DbConnection,
+    row: &ContainerRow,
+    disk_gb: i64,
+    ports: &[PortRow],
+) -> Result<(), DbError> {
+    conn.transaction::<_, DbError, _>(|conn| {
+        insert(conn, row, ports)?;
+        if disk_gb != 0 {
+            // Not a field of ContainerRow, so that code building rows need not know it.
+            diesel::update(containers::table.find(&row.id))
+                .set(containers::disk_gb.eq(disk_gb))
+                .execute(conn)?;
+        }
+        Ok(())
     })
 }
 

@@ -108,25 +108,17 @@ pub fn has_static(conn: &mut DbConnection, project: &str) -> Result<bool, DbErro
     Ok(n > 0)
 }
 
-/// Records a new instance in status `building`, unless the project already has one
-/// being made: at most one is (a partial unique index says so), and then that one is
-/// returned with `false`. With `true`, the caller must make the machine.
+/// Records a new instance in status `building`. A project may have several being
+/// made (each for containers that fit none of its other instances); the scheduler
+/// calls this under the project's lock, within the `instances` quota. Returns the row
+/// and `true` (the caller must make the machine).
 pub fn insert_building(
     conn: &mut DbConnection,
     row: &InstanceRow,
 ) -> Result<(InstanceRow, bool), DbError> {
     debug_assert_eq!(row.status, STATUS_BUILDING);
-    match insert(conn, row) {
-        Ok(()) => Ok((row.clone(), true)),
-        Err(e) if super::is_unique_violation(&e) => {
-            match building_of_project(conn, &row.project_id)? {
-                Some(existing) => Ok((existing, false)),
-                // The other one finished between our insert and this read: try again.
-                None => insert(conn, row).map(|()| (row.clone(), true)),
-            }
-        }
-        Err(e) => Err(e),
-    }
+    insert(conn, row)?;
+    Ok((row.clone(), true))
 }
 
 /// Records that the instance's agent connected: an instance being made becomes
@@ -349,7 +341,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn at_most_one_instance_is_being_made_per_project() {
+    fn a_project_may_have_several_instances_being_made() {
         let (_dir, db) = db();
         let mut conn = db.conn().unwrap();
         let (first, made) =
@@ -357,22 +349,16 @@ pub(crate) mod tests {
         assert!(made);
         let (second, made) =
             insert_building(&mut conn, &instance("i2", "p1", STATUS_BUILDING)).unwrap();
-        assert!(!made, "a second instance was recorded for the same project");
-        assert_eq!(second.id, first.id);
-        // Another project gets its own.
-        let (other, made) =
-            insert_building(&mut conn, &instance("i3", "p2", STATUS_BUILDING)).unwrap();
         assert!(made);
-        assert_eq!(other.id, "i3");
-        // Once the first is active, the project may have another one made.
+        assert_ne!(second.id, first.id);
         assert!(agent_connected(&mut conn, "i1").unwrap());
         assert!(
             !agent_connected(&mut conn, "i1").unwrap(),
             "activated only once"
         );
-        let (next, made) =
-            insert_building(&mut conn, &instance("i4", "p1", STATUS_BUILDING)).unwrap();
-        assert!(made);
-        assert_eq!(next.id, "i4");
+        assert_eq!(
+            get(&mut conn, "i2").unwrap().unwrap().status,
+            STATUS_BUILDING
+        );
     }
 }

@@ -4,9 +4,11 @@
 //! backends; only connection set-up and migrations differ per backend.
 
 pub mod containers;
+pub mod enrollment;
 pub mod identity;
 pub mod instances;
 pub mod models;
+pub mod monitor;
 pub mod quotas;
 pub mod schema;
 

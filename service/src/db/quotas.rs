@@ -3,7 +3,7 @@
 
 use diesel::prelude::*;
 
-use super::schema::{containers, projects, quota_classes, quotas};
+use super::schema::{containers, instances, projects, quota_classes, quotas};
 use super::{now, DbConnection, DbError};
 
 /// A resource with a quota, as Zun names them.
@@ -17,15 +17,19 @@ pub enum Resource {
     Memory,
     /// GB of disk.
     Disk,
+    /// Berth: instances (machines) the project may have at once, made on demand when
+    /// its containers fit none of the ones it has.
+    Instances,
 }
 
 impl Resource {
     /// Every resource, in the order responses list them.
-    pub const ALL: [Resource; 4] = [
+    pub const ALL: [Resource; 5] = [
         Resource::Containers,
         Resource::Cpu,
         Resource::Memory,
         Resource::Disk,
+        Resource::Instances,
     ];
 
     /// Zun's name of the resource.
@@ -35,6 +39,7 @@ impl Resource {
             Resource::Cpu => "cpu",
             Resource::Memory => "memory",
             Resource::Disk => "disk",
+            Resource::Instances => "instances",
         }
     }
 
@@ -51,6 +56,7 @@ impl Resource {
             Resource::Cpu => 20,
             Resource::Memory => 51200,
             Resource::Disk => 100,
+            Resource::Instances => 10,
         }
     }
 
@@ -64,7 +70,7 @@ pub const DEFAULT_CLASS: &str = "default";
 
 /// A limit per resource; -1 is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits([i64; 4]);
+pub struct Limits([i64; 5]);
 
 impl Limits {
     /// Zun's built-in defaults.
@@ -91,17 +97,21 @@ pub struct Usage {
     pub cpu: f64,
     /// MiB of memory, summed.
     pub memory_mib: i64,
+    /// GB of disk, summed.
+    pub disk_gb: i64,
+    /// Instances being made or active.
+    pub instances: i64,
 }
 
 impl Usage {
-    /// The usage of `r` as a whole number (cpu rounded up). Containers record no
-    /// disk size, so disk use is 0.
+    /// The usage of `r` as a whole number (cpu rounded up).
     pub fn of(&self, r: Resource) -> i64 {
         match r {
             Resource::Containers => self.containers,
             Resource::Cpu => self.cpu.ceil() as i64,
             Resource::Memory => self.memory_mib,
-            Resource::Disk => 0,
+            Resource::Disk => self.disk_gb,
+            Resource::Instances => self.instances,
         }
     }
 }
@@ -218,15 +228,47 @@ pub fn set_class(
 pub fn usage(conn: &mut DbConnection, project: &str) -> Result<Usage, DbError> {
     // Summed here rather than in SQL: SUM(BIGINT) is NUMERIC on PostgreSQL but
     // INTEGER on SQLite, and a project holds few rows.
-    let rows: Vec<(f64, i64)> = containers::table
+    let rows: Vec<(f64, i64, i64)> = containers::table
         .filter(containers::project_id.eq(project))
-        .select((containers::cpu, containers::memory_mib))
+        .select((containers::cpu, containers::memory_mib, containers::disk_gb))
         .load(conn)?;
     Ok(Usage {
         containers: rows.len() as i64,
-        cpu: rows.iter().map(|(c, _)| c).sum(),
-        memory_mib: rows.iter().map(|(_, m)| m).sum(),
+        cpu: rows.iter().map(|r| r.0).sum(),
+        memory_mib: rows.iter().map(|r| r.1).sum(),
+        disk_gb: rows.iter().map(|r| r.2).sum(),
+        instances: instances_in_use(conn, project)?,
     })
+}
+
+/// The project's instances that count against its `instances` quota: those being made
+/// and those active (an instance in error holds no machine).
+pub fn instances_in_use(conn: &mut DbConnection, project: &str) -> Result<i64, DbError> {
+    use super::instances::{STATUS_ACTIVE, STATUS_BUILDING};
+    Ok(instances::table
+        .filter(instances::project_id.eq(project))
+        .filter(instances::status.eq_any([STATUS_BUILDING, STATUS_ACTIVE]))
+        .count()
+        .get_result(conn)?)
+}
+
+/// The `instances` quota, if one more instance for `project` would exceed it. Run it
+/// under [`lock_project`], in the transaction that records the instance.
+pub fn instance_exceeded(
+    conn: &mut DbConnection,
+    project: &str,
+) -> Result<Option<Exceeded>, DbError> {
+    let limit = project_limits(conn, project)?.get(Resource::Instances);
+    if limit < 0 {
+        return Ok(None);
+    }
+    let in_use = instances_in_use(conn, project)?;
+    Ok((in_use + 1 > limit).then_some(Exceeded {
+        resource: Resource::Instances,
+        limit,
+        in_use: in_use as f64,
+        requested: 1.0,
+    }))
 }
 
 /// Serialises quota-checked inserts of `project` until the surrounding transaction
@@ -255,14 +297,15 @@ pub fn lock_project(conn: &mut DbConnection, project: &str) -> Result<(), DbErro
     Ok(())
 }
 
-/// The resources one more container of `cpu` vCPUs and `memory_mib` MiB would take
-/// past `project`'s limits (empty: it fits). Run it after [`lock_project`] in the
-/// transaction that inserts the container.
+/// The resources one more container of `cpu` vCPUs, `memory_mib` MiB and `disk_gb` GB
+/// would take past `project`'s limits (empty: it fits). Run it after [`lock_project`]
+/// in the transaction that inserts the container.
 pub fn exceeded_by_one_more(
     conn: &mut DbConnection,
     project: &str,
     cpu: f64,
     memory_mib: i64,
+    disk_gb: i64,
 ) -> Result<Vec<Exceeded>, DbError> {
     exceeded(
         conn,
@@ -271,6 +314,7 @@ pub fn exceeded_by_one_more(
             (Resource::Containers, 1.0),
             (Resource::Cpu, cpu),
             (Resource::Memory, memory_mib as f64),
+            (Resource::Disk, disk_gb as f64),
         ],
     )
 }
@@ -293,7 +337,8 @@ fn exceeded(
                 Resource::Containers => used.containers as f64,
                 Resource::Cpu => used.cpu,
                 Resource::Memory => used.memory_mib as f64,
-                Resource::Disk => 0.0,
+                Resource::Disk => used.disk_gb as f64,
+                Resource::Instances => used.instances as f64,
             };
             // A small tolerance keeps 0.1 + 0.2 within a limit of 0.3.
             (requested > 0.0 && limit >= 0 && in_use + requested > limit as f64 + 1e-9).then_some(

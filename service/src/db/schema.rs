@@ -82,6 +82,7 @@ diesel::table! {
         started_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        disk_gb -> BigInt,
     }
 }
 
@@ -141,5 +142,22 @@ diesel::table! {
         hard_limit -> BigInt,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    enrollment_tokens (token_sha256) {
+        token_sha256 -> Text,
+        instance_id -> Text,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    revoked_instances (instance_id) {
+        instance_id -> Text,
+        revoked_at -> Timestamp,
     }
 }

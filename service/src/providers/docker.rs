@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use berth_proto::{
     AgentError, AgentErrorKind, BindMount, Command, ContainerSpec, InfraOptions, Outcome,
+    RuntimeState,
 };
 use uuid::Uuid;
 
-use super::{BoxFuture, InstanceProvider, InstanceShape, ProvisionError};
+use super::{BoxFuture, InstanceProvider, InstanceShape, MachineStatus, ProvisionError};
 use crate::agents::Agents;
 use crate::db::models::InstanceRow;
-use crate::identity::keys::SigningKey;
-use crate::startup::mint_agent_credential;
+use crate::db::Db;
 
 /// The provider name stored in `instances.provider`.
 pub const NAME: &str = "docker";
@@ -59,21 +59,32 @@ pub struct DockerOptions {
     pub docker_socket: String,
 }
 
+/// How long an agent container's enrollment token works: long enough for a slow image
+/// start, short enough that a leaked token is soon useless.
+const ENROLLMENT_TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+
+/// Where an agent container keeps the credential it enrolled for, so that a restart of
+/// the container (its token already used) reconnects without enrolling again.
+const CREDENTIAL_FILE_IN_CONTAINER: &str = "/var/lib/berth-agent/credential";
+
 /// Makes instances as agent containers on a host instance.
 #[derive(Clone)]
 pub struct DockerProvider {
     agents: Agents,
-    credential_key: SigningKey,
+    db: Db,
+    service_url: String,
     options: DockerOptions,
 }
 
 impl DockerProvider {
-    /// A provider that mints each new agent's credential with `credential_key` and
-    /// sends commands through `agents`.
-    pub fn new(agents: Agents, credential_key: SigningKey, options: DockerOptions) -> Self {
+    /// A provider that sends commands through `agents` and gives each new agent a
+    /// one-time enrollment token (recorded in `db`) to trade at `service_url` for its
+    /// credential, as a Nova instance's agent does.
+    pub fn new(agents: Agents, db: Db, service_url: String, options: DockerOptions) -> Self {
         Self {
             agents,
-            credential_key,
+            db,
+            service_url,
             options,
         }
     }
@@ -100,15 +111,17 @@ impl DockerProvider {
         let id = Uuid::parse_str(&instance.id).map_err(|e| {
             ProvisionError(format!("instance id {} is not a uuid: {e}", instance.id))
         })?;
-        // As long-lived as the host's own credential: the agent container outlives
-        // restarts of the service.
-        let credential = mint_agent_credential(
-            &self.credential_key,
-            id,
-            Duration::from_secs(10 * 365 * 24 * 3600),
-        )
-        .map_err(|e| ProvisionError(format!("could not sign the agent's credential: {e}")))?;
-        let spec = agent_spec(&self.options, &instance, credential);
+        // The agent enrolls like a Nova instance's: a fresh one-time token for every
+        // agent container made, since the container (and its stored credential) is
+        // made anew below.
+        let token = crate::enrollment::issue(&self.db, id, ENROLLMENT_TOKEN_TTL)
+            .await
+            .map_err(|e| {
+                ProvisionError(format!(
+                    "could not record the agent's enrollment token: {e}"
+                ))
+            })?;
+        let spec = agent_spec(&self.options, &self.service_url, &instance, token);
         let host = self.options.host_instance;
         // An agent container from an earlier run knows an earlier relay address and
         // credential; a create would find it as it is, so it goes first.
@@ -151,6 +164,47 @@ impl DockerProvider {
     }
 }
 
+impl DockerProvider {
+    /// Asks the host's agent how the instance's agent container is (one call, no
+    /// retries: the monitor asks again on its next round).
+    async fn status_now(&self, instance: &InstanceRow) -> Result<MachineStatus, ProvisionError> {
+        let id = Uuid::parse_str(&instance.id).map_err(|e| {
+            ProvisionError(format!("instance id {} is not a uuid: {e}", instance.id))
+        })?;
+        let host = self.options.host_instance;
+        match self
+            .agents
+            .call(host, None, Command::Inspect { container: id })
+            .await
+        {
+            Ok(Outcome::Container(o)) => Ok(match o.state {
+                RuntimeState::Running | RuntimeState::Restarting | RuntimeState::Created => {
+                    MachineStatus::Running
+                }
+                RuntimeState::Paused => MachineStatus::Failed(format!(
+                    "its agent container berth-{id} is paused on host instance {host}"
+                )),
+                RuntimeState::Exited | RuntimeState::Dead | RuntimeState::Removing => {
+                    MachineStatus::Failed(format!(
+                        "its agent container berth-{id} exited (code {}) on host instance {host}",
+                        o.exit_code
+                            .map_or_else(|| "unknown".to_owned(), |c| c.to_string())
+                    ))
+                }
+            }),
+            Ok(_) => Ok(MachineStatus::Unknown),
+            Err(e) if e.kind == AgentErrorKind::NotFound => Ok(MachineStatus::Gone(format!(
+                "its agent container berth-{id} no longer exists on host instance {host}"
+            ))),
+            Err(e) if e.kind == AgentErrorKind::Unavailable => Ok(MachineStatus::Unknown),
+            Err(e) => Err(ProvisionError(format!(
+                "host instance {host} could not inspect the agent container berth-{id}: {}",
+                e.message
+            ))),
+        }
+    }
+}
+
 impl InstanceProvider for DockerProvider {
     fn name(&self) -> &'static str {
         NAME
@@ -171,6 +225,14 @@ impl InstanceProvider for DockerProvider {
     fn provision(&self, instance: InstanceRow) -> BoxFuture<'static, Result<(), ProvisionError>> {
         let this = self.clone();
         Box::pin(async move { this.provision_now(instance).await })
+    }
+
+    fn status(
+        &self,
+        instance: InstanceRow,
+    ) -> BoxFuture<'static, Result<MachineStatus, ProvisionError>> {
+        let this = self.clone();
+        Box::pin(async move { this.status_now(&instance).await })
     }
 
     fn release(&self, instance: InstanceRow) -> BoxFuture<'static, Result<(), ProvisionError>> {
@@ -199,15 +261,21 @@ impl InstanceProvider for DockerProvider {
 /// [`InfraOptions`].
 pub fn agent_spec(
     options: &DockerOptions,
+    service_url: &str,
     instance: &InstanceRow,
-    credential: String,
+    enrollment_token: String,
 ) -> ContainerSpec {
     let environment = BTreeMap::from([
         (
             "BERTH_AGENT_RELAY_URL".to_owned(),
             options.relay_url.clone(),
         ),
-        ("BERTH_AGENT_CREDENTIAL".to_owned(), credential),
+        ("BERTH_AGENT_SERVICE_URL".to_owned(), service_url.to_owned()),
+        ("BERTH_AGENT_ENROLLMENT_TOKEN".to_owned(), enrollment_token),
+        (
+            "BERTH_AGENT_CREDENTIAL_FILE".to_owned(),
+            CREDENTIAL_FILE_IN_CONTAINER.to_owned(),
+        ),
         ("BERTH_AGENT_INSTANCE".to_owned(), instance.id.clone()),
         ("RUST_LOG".to_owned(), "info".to_owned()),
     ]);
@@ -279,7 +347,7 @@ mod tests {
             docker_socket: "/run/docker.sock".into(),
         };
         let instance = instance();
-        let spec = agent_spec(&options, &instance, "cred".into());
+        let spec = agent_spec(&options, "http://127.0.0.1:9517", &instance, "tok".into());
         assert_eq!(spec.uuid.to_string(), instance.id);
         assert_eq!(spec.image, "berth-agent:dev");
         assert_eq!(spec.environment["BERTH_AGENT_INSTANCE"], instance.id);
@@ -287,7 +355,12 @@ mod tests {
             spec.environment["BERTH_AGENT_RELAY_URL"],
             "ws://127.0.0.1:9518"
         );
-        assert_eq!(spec.environment["BERTH_AGENT_CREDENTIAL"], "cred");
+        assert_eq!(spec.environment["BERTH_AGENT_ENROLLMENT_TOKEN"], "tok");
+        assert_eq!(
+            spec.environment["BERTH_AGENT_SERVICE_URL"],
+            "http://127.0.0.1:9517"
+        );
+        assert!(!spec.environment.contains_key("BERTH_AGENT_CREDENTIAL"));
         let infra = spec.infra.expect("the agent container is infrastructure");
         assert!(infra.host_network);
         assert_eq!(infra.binds[0].host_path, "/run/docker.sock");

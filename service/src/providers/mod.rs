@@ -6,8 +6,10 @@
 //! running berth-agent on a host instance's engine, made through that host's agent).
 //!
 //! The [`Provisioner`] decides when: the scheduler asks it for an instance when a
-//! project has none ([`Provisioner::begin`]). It records the instance as `building`
-//! (at most one per project at a time, so concurrent creates wait for the same one);
+//! container fits none of its project's instances ([`Provisioner::begin`]). It records
+//! the instance as `building` (inside the create's transaction, under the project's
+//! lock, so concurrent creates that fit it are placed on it rather than each starting
+//! a machine);
 //! once a container placed there is recorded, the lifecycle has it start making it
 //! ([`Provisioner::ensure_making`]): it asks the provider for the machine, and waits for the instance's agent to connect;
 //! the reconciler then marks the instance `active` and resumes the containers waiting
@@ -15,6 +17,7 @@
 //! to Error with a reason that says what to do.
 
 pub mod docker;
+pub mod nova;
 pub mod static_hosts;
 
 use std::collections::HashSet;
@@ -69,6 +72,30 @@ pub trait InstanceProvider: Send + Sync + 'static {
 
     /// Removes the machine of `instance` (no-op when it does not exist).
     fn release(&self, instance: InstanceRow) -> BoxFuture<'static, Result<(), ProvisionError>>;
+
+    /// What the provider sees of the machine of `instance` now. The instances monitor
+    /// asks this of each active instance; the default, for providers that cannot tell,
+    /// is [`MachineStatus::Unknown`] (the agent's connection is then all there is).
+    fn status(
+        &self,
+        _instance: InstanceRow,
+    ) -> BoxFuture<'static, Result<MachineStatus, ProvisionError>> {
+        Box::pin(async { Ok(MachineStatus::Unknown) })
+    }
+}
+
+/// The state of an instance's machine as its provider sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MachineStatus {
+    /// It runs (or is starting).
+    Running,
+    /// It exists but does not run (Nova `ERROR`, an exited agent container); the text
+    /// says what the provider reports.
+    Failed(String),
+    /// It no longer exists (Nova 404, the agent container removed); the text says so.
+    Gone(String),
+    /// The provider cannot tell.
+    Unknown,
 }
 
 /// Starts instances on demand through the configured provider.
@@ -84,6 +111,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// Instances this process is making now.
     making: Mutex<HashSet<String>>,
+    /// How containers are placed, and the size of instances made on demand.
+    placement: RwLock<crate::settings::PlacementSettings>,
 }
 
 /// How long a new instance's agent has to connect before the instance is given up.
@@ -100,6 +129,7 @@ impl Provisioner {
                 connect_timeout: DEFAULT_CONNECT_TIMEOUT,
                 runtime: tokio::runtime::Handle::current(),
                 making: Mutex::default(),
+                placement: RwLock::default(),
             }),
         }
     }
@@ -138,25 +168,51 @@ impl Provisioner {
         Ok(())
     }
 
+    /// Sets how containers are placed and the size of the instances made from now on.
+    pub fn set_placement(&self, placement: crate::settings::PlacementSettings) {
+        *self.inner.placement.write().expect("placement lock") = placement;
+    }
+
+    /// How containers are placed.
+    pub fn placement(&self) -> crate::settings::PlacementSettings {
+        self.inner.placement.read().expect("placement lock").clone()
+    }
+
+    /// What a new instance would look like: the provider's shape with the configured
+    /// size. `None` when no provider is configured.
+    pub fn new_instance_shape(&self) -> Option<InstanceShape> {
+        let mut shape = self.provider()?.shape();
+        let p = self.inner.placement.read().expect("placement lock");
+        if let Some(cpus) = p.instance_cpus {
+            shape.cpus = cpus;
+        }
+        if let Some(m) = p.instance_memory_mib {
+            shape.memory_mib = m;
+        }
+        if let Some(d) = p.instance_disk_gb {
+            shape.disk_gb = d;
+        }
+        Some(shape)
+    }
+
     /// The provider instances are made with, if any.
     pub fn provider(&self) -> Option<Arc<dyn InstanceProvider>> {
         self.inner.provider.read().expect("provider lock").clone()
     }
 
-    /// Records a new `building` instance for `project` and starts making it, or returns
-    /// the one already being made for it. `None` when no provider is configured.
+    /// Records a new `building` instance for `project`. `None` when no provider is
+    /// configured.
     ///
-    /// Called by the scheduler inside a database call; the making runs in the
-    /// background.
+    /// Called by the scheduler inside the create's transaction; the making starts
+    /// once the container is recorded ([`Provisioner::ensure_making`]).
     pub fn begin(
         &self,
         conn: &mut DbConnection,
         project: &str,
     ) -> Result<Option<InstanceRow>, DbError> {
-        let Some(provider) = self.provider() else {
+        let (Some(provider), Some(shape)) = (self.provider(), self.new_instance_shape()) else {
             return Ok(None);
         };
-        let shape = provider.shape();
         let id = Uuid::new_v4();
         let t = db::now();
         let row = InstanceRow {
@@ -311,7 +367,8 @@ mod tests {
             .run(move |c| {
                 let mut placed = Vec::new();
                 for id in ["c1", "c2"] {
-                    let placement = scheduler::place(c, "p1", &p)?;
+                    let placement = scheduler::place(c, "p1", &scheduler::Ask::default(), &p)?
+                        .expect("a container asking for nothing is placed");
                     assert_eq!(placement.task_state, Some(WAITING_FOR_INSTANCE));
                     let instance = placement.instance.expect("an instance is being made");
                     q::insert(c, &container(id, "p1", Some(&instance.id)), &[])?;
@@ -374,8 +431,9 @@ mod tests {
         // The next create gets a fresh attempt rather than the failed instance.
         let p = providers.clone();
         let retry = db
-            .run(move |c| scheduler::place(c, "p1", &p))
+            .run(move |c| scheduler::place(c, "p1", &scheduler::Ask::default(), &p))
             .await
+            .unwrap()
             .unwrap()
             .instance
             .unwrap();

@@ -1,0 +1,2 @@
+DROP TABLE revoked_instances;
+DROP TABLE enrollment_tokens;
