@@ -8,7 +8,8 @@
 //! Two layouts of the same 1,000 instances and 10,000 containers, seeded through the
 //! db layer: 100 projects of 10 instances and 100 containers each (placement reads only
 //! the asking project's instances), and one project holding them all (the worst case:
-//! every placement reads and weighs all 1,000 instances and sums 10,000 containers).
+//! every placement reads and weighs all 1,000 instances; what each holds is read from
+//! the counters the database keeps on the instance row, not summed).
 //! Measured: `scheduler::place` alone (read + filter + weigh), and a whole reservation
 //! as the create does it (transaction, project lock, quota check, place, insert the
 //! container row), committed.
@@ -42,6 +43,10 @@ fn instance(id: String, project: &str) -> InstanceRow {
         agent_seen_at: Some(t),
         created_at: t,
         updated_at: t,
+        cpu_used: 0.0,
+        memory_used_mib: 0,
+        disk_used_gb: 0,
+        container_count: 0,
     }
 }
 

@@ -87,6 +87,10 @@ fn seed(db: &Db) -> String {
         agent_seen_at: None,
         created_at: t,
         updated_at: t,
+        cpu_used: 0.0,
+        memory_used_mib: 0,
+        disk_used_gb: 0,
+        container_count: 0,
     };
     db::instances::insert(&mut conn, &instance).unwrap();
     instance.id
@@ -215,4 +219,130 @@ fn lookups_are_scoped_to_the_project_on_postgresql() {
     let pg = support::PgDatabase::create();
     let db = Db::connect(&pg.url).unwrap();
     lookups_are_scoped_to_the_project_and_names_may_be_ambiguous(&db);
+}
+
+/// What the containers placed on `instance` really hold, summed from their rows.
+fn true_usage(conn: &mut db::DbConnection, instance: &str) -> berth_service::scheduler::Used {
+    use berth_service::db::schema::containers as c;
+    use diesel::prelude::*;
+    let rows: Vec<(f64, i64, i64)> = c::table
+        .filter(c::instance_id.eq(instance))
+        .select((c::cpu, c::memory_mib, c::disk_gb))
+        .load(conn)
+        .unwrap();
+    berth_service::scheduler::Used {
+        cpu: rows.iter().map(|r| r.0).sum(),
+        memory_mib: rows.iter().map(|r| r.1).sum(),
+        disk_gb: rows.iter().map(|r| r.2).sum(),
+        containers: rows.len() as i64,
+    }
+}
+
+/// What the instance row's trigger-kept counters say, as placement reads them.
+fn counted_usage(conn: &mut db::DbConnection, instance: &str) -> berth_service::scheduler::Used {
+    let ask = berth_service::scheduler::Ask::default();
+    let found = berth_service::scheduler::candidates(conn, "p1", &ask).unwrap();
+    found
+        .into_iter()
+        .find(|c| c.instance.id == instance)
+        .map(|c| c.used)
+        .expect("the instance is a candidate")
+}
+
+fn assert_counters_match(conn: &mut db::DbConnection, step: &str) {
+    for instance in ["i1", "i2"] {
+        let (counted, truth) = (counted_usage(conn, instance), true_usage(conn, instance));
+        assert!(
+            (counted.cpu - truth.cpu).abs() < 1e-9
+                && counted.memory_mib == truth.memory_mib
+                && counted.disk_gb == truth.disk_gb
+                && counted.containers == truth.containers,
+            "after {step}, {instance} counts {counted:?} but holds {truth:?}"
+        );
+    }
+}
+
+fn usage_counters_stay_equal_to_the_sums_of_the_containers_placed(db: &Db) {
+    use berth_service::db::schema::containers as c;
+    use diesel::prelude::*;
+    seed(db);
+    let mut conn = db.conn().unwrap();
+    let mut second = db::instances::get(&mut conn, "i1").unwrap().unwrap();
+    second.id = "i2".into();
+    second.name = "host-2".into();
+    db::instances::insert(&mut conn, &second).unwrap();
+    assert_counters_match(&mut conn, "nothing placed");
+
+    let mut a = container("ca", "a");
+    a.cpu = 0.1;
+    a.memory_mib = 100;
+    q::insert_reservation(&mut conn, &a, 5, &[port("ca", 8080)]).unwrap();
+    let mut b = container("cb", "b");
+    b.cpu = 0.2;
+    b.memory_mib = 200;
+    q::insert_reservation(&mut conn, &b, 0, &[]).unwrap();
+    let mut d = container("cd", "d");
+    d.instance_id = None;
+    q::insert(&mut conn, &d, &[]).unwrap();
+    assert_counters_match(&mut conn, "three creates, one not placed");
+    assert_eq!(counted_usage(&mut conn, "i1").containers, 2);
+
+    // PATCH resize, and a status change that must not count twice.
+    let resize = q::ContainerChange {
+        cpu: Some(0.75),
+        memory_mib: Some(300),
+        status: Some("Running".into()),
+        ..Default::default()
+    };
+    assert!(q::update(&mut conn, "ca", resize).unwrap());
+    let same = q::ContainerChange {
+        cpu: Some(0.2),
+        memory_mib: Some(200),
+        ..Default::default()
+    };
+    assert!(q::update(&mut conn, "cb", same).unwrap());
+    assert_counters_match(&mut conn, "a resize");
+
+    q::delete(&mut conn, "cb").unwrap();
+    assert_counters_match(&mut conn, "a delete");
+
+    // Moved to another instance, then off any instance (the failure path).
+    diesel::update(c::table.find("ca"))
+        .set(c::instance_id.eq(Some("i2")))
+        .execute(&mut *conn)
+        .unwrap();
+    assert_counters_match(&mut conn, "a move to another instance");
+    assert_eq!(counted_usage(&mut conn, "i2").disk_gb, 5);
+    diesel::update(c::table.find("ca"))
+        .set(c::instance_id.eq(None::<String>))
+        .execute(&mut *conn)
+        .unwrap();
+    assert_counters_match(&mut conn, "a move off the instance");
+    // Placed again from nowhere, then deleted: both instances end empty, at exactly 0.
+    diesel::update(c::table.find("cd"))
+        .set(c::instance_id.eq(Some("i1")))
+        .execute(&mut *conn)
+        .unwrap();
+    assert_counters_match(&mut conn, "an unplaced container placed");
+    q::delete(&mut conn, "cd").unwrap();
+    for instance in ["i1", "i2"] {
+        assert_eq!(
+            counted_usage(&mut conn, instance),
+            berth_service::scheduler::Used::default(),
+            "{instance} is empty"
+        );
+    }
+}
+
+#[test]
+fn usage_counters_stay_equal_to_the_sums_of_the_containers_placed_on_sqlite() {
+    let (_dir, db) = sqlite();
+    usage_counters_stay_equal_to_the_sums_of_the_containers_placed(&db);
+}
+
+#[test]
+fn usage_counters_stay_equal_to_the_sums_of_the_containers_placed_on_postgresql() {
+    let pg = support::PgDatabase::create();
+    let db = Db::connect(&pg.url).unwrap();
+    usage_counters_stay_equal_to_the_sums_of_the_containers_placed(&db);
 }

@@ -378,6 +378,10 @@ fn the_database_refuses_a_cross_project_placement(db: &berth_service::db::Db) {
             agent_seen_at: None,
             created_at: now(),
             updated_at: now(),
+            cpu_used: 0.0,
+            memory_used_mib: 0,
+            disk_used_gb: 0,
+            container_count: 0,
         },
     )
     .unwrap();

@@ -58,6 +58,16 @@ pub struct InstanceRow {
     pub agent_seen_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// vCPUs of the containers placed on it. This and the three counters below are kept
+    /// by database triggers on `containers` (insert, resize, move, delete): insert a new
+    /// instance with them at 0 and never write them from the code.
+    pub cpu_used: f64,
+    /// MiB of memory of the containers placed on it (trigger-kept).
+    pub memory_used_mib: i64,
+    /// GB of disk of the containers placed on it (trigger-kept).
+    pub disk_used_gb: i64,
+    /// How many containers are placed on it (trigger-kept).
+    pub container_count: i64,
 }
 
 /// A container: what was asked for, where it is placed and what was last observed.

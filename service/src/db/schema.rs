@@ -48,6 +48,10 @@ diesel::table! {
         agent_seen_at -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        cpu_used -> Double,
+        memory_used_mib -> BigInt,
+        disk_used_gb -> BigInt,
+        container_count -> BigInt,
     }
 }
 

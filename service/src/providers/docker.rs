@@ -334,6 +334,10 @@ mod tests {
             agent_seen_at: None,
             created_at: t,
             updated_at: t,
+            cpu_used: 0.0,
+            memory_used_mib: 0,
+            disk_used_gb: 0,
+            container_count: 0,
         }
     }
 

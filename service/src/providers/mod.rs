@@ -231,6 +231,10 @@ impl Provisioner {
             agent_seen_at: None,
             created_at: t,
             updated_at: t,
+            cpu_used: 0.0,
+            memory_used_mib: 0,
+            disk_used_gb: 0,
+            container_count: 0,
         };
         let (instance, created) = instances::insert_building(conn, &row)?;
         if created {

@@ -79,6 +79,10 @@ pub async fn register(db: &Db, project: &str, name: &str, address: &str) -> anyh
                 agent_seen_at: None,
                 created_at: t,
                 updated_at: t,
+                cpu_used: 0.0,
+                memory_used_mib: 0,
+                disk_used_gb: 0,
+                container_count: 0,
             };
             instances::insert(c, &row)?;
             Ok(row.id)

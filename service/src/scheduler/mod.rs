@@ -14,15 +14,17 @@
 //!
 //! A container row is its reservation: from the moment it exists, its cpu, memory,
 //! disk and host ports count against its instance, whatever its status, until the row
-//! is deleted. [`place`] must run inside the transaction that inserts that row, after
+//! is deleted or moved off the instance. The database keeps what each instance holds
+//! in counters on its row (`InstanceRow::cpu_used` and the others), updated by triggers
+//! on `containers` in the same transaction as the container row, so every code path
+//! keeps them right and placement reads them instead of summing. [`place`] must run
+//! inside the transaction that inserts that row, after
 //! [`crate::db::quotas::lock_project`]: every placement on a project's instances takes
 //! the same lock, so two creates never both see the room only one of them can have.
 
 use std::collections::HashSet;
 
-use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Nullable};
 
 use crate::db::models::InstanceRow;
 use crate::db::quotas::{self, Exceeded};
@@ -49,7 +51,8 @@ pub struct Ask {
     pub availability_zone: Option<String>,
 }
 
-/// Resources in use on an instance: the sum over the containers placed on it.
+/// Resources in use on an instance: the sum over the containers placed on it, as kept
+/// on the instance row by the database (`InstanceRow::cpu_used` and the others).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Used {
     /// vCPUs.
@@ -186,34 +189,25 @@ pub fn candidates(
     project: &str,
     ask: &Ask,
 ) -> Result<Vec<Candidate>, DbError> {
-    // One round trip: each instance with what its containers reserve, summed by the
-    // database (through the index on containers.instance_id). Summed as DOUBLE
-    // PRECISION: SUM(BIGINT) is NUMERIC on PostgreSQL but INTEGER on SQLite, and a
-    // double holds any realistic sum of MiB exactly.
-    type Row = (InstanceRow, Option<f64>, Option<f64>, Option<f64>, i64);
-    let rows: Vec<Row> = instances_t::table
+    // One round trip, one row per instance: what its containers reserve is kept on the
+    // instance row by database triggers (migration 000006), so nothing is summed here.
+    // A plain (not boxed) query without SQL fragments or `IN` lists, so that diesel
+    // keeps it prepared per connection on both backends and PostgreSQL plans it once.
+    let rows: Vec<InstanceRow> = instances_t::table
         .filter(instances_t::project_id.eq(project))
-        .filter(instances_t::status.eq_any([instances::STATUS_ACTIVE, instances::STATUS_BUILDING]))
-        .select((
-            InstanceRow::as_select(),
-            sql::<Nullable<Double>>(
-                "(SELECT SUM(c.cpu) FROM containers c WHERE c.instance_id = instances.id)",
-            ),
-            sql::<Nullable<Double>>(
-                "(SELECT SUM(CAST(c.memory_mib AS DOUBLE PRECISION)) FROM containers c WHERE c.instance_id = instances.id)",
-            ),
-            sql::<Nullable<Double>>(
-                "(SELECT SUM(CAST(c.disk_gb AS DOUBLE PRECISION)) FROM containers c WHERE c.instance_id = instances.id)",
-            ),
-            sql::<BigInt>("(SELECT COUNT(*) FROM containers c WHERE c.instance_id = instances.id)"),
-        ))
+        .filter(
+            instances_t::status
+                .eq(instances::STATUS_ACTIVE)
+                .or(instances_t::status.eq(instances::STATUS_BUILDING)),
+        )
+        .select(InstanceRow::as_select())
         .load(conn)?;
     if rows.is_empty() {
         return Ok(Vec::new());
     }
     let mut taken: HashSet<String> = HashSet::new();
     if !ask.host_ports.is_empty() {
-        let ids: Vec<&str> = rows.iter().map(|r| r.0.id.as_str()).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
         let ports: Vec<i32> = ask.host_ports.iter().map(|(_, p)| *p).collect();
         let held: Vec<(String, String, i32)> = container_ports::table
             .filter(container_ports::instance_id.eq_any(&ids))
@@ -236,12 +230,12 @@ pub fn candidates(
     }
     Ok(rows
         .into_iter()
-        .map(|(instance, cpu, mem, disk, n)| Candidate {
+        .map(|instance| Candidate {
             used: Used {
-                cpu: cpu.unwrap_or(0.0),
-                memory_mib: mem.unwrap_or(0.0).round() as i64,
-                disk_gb: disk.unwrap_or(0.0).round() as i64,
-                containers: n,
+                cpu: instance.cpu_used,
+                memory_mib: instance.memory_used_mib,
+                disk_gb: instance.disk_used_gb,
+                containers: instance.container_count,
             },
             port_taken: taken.contains(&instance.id),
             instance,
@@ -382,6 +376,10 @@ fn placeholder_instance() -> InstanceRow {
         agent_seen_at: None,
         created_at: t,
         updated_at: t,
+        cpu_used: 0.0,
+        memory_used_mib: 0,
+        disk_used_gb: 0,
+        container_count: 0,
     }
 }
 
