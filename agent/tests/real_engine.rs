@@ -192,6 +192,7 @@ impl AgentConn {
             AgentToRelay::Event { seq, event } => self.events.push((seq, event)),
             AgentToRelay::State { containers } => self.states.push(containers),
             AgentToRelay::Reply { request, .. } => panic!("unexpected reply to {request}"),
+            AgentToRelay::Stream { stream, .. } => panic!("unexpected message on stream {stream}"),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod command;
 pub mod container;
 pub mod enroll;
 pub mod relay;
+pub mod stream;
 
 pub use command::{AgentError, AgentErrorKind, Command, Outcome, Reply};
 pub use container::{
@@ -23,6 +24,9 @@ pub use container::{
     RuntimeState,
 };
 pub use relay::{AgentToRelay, RelayToAgent, RelayToService, RequestId, ServiceToRelay};
+pub use stream::{
+    Channel, ExecSpec, RegistryAuth, StreamData, StreamEnd, StreamId, StreamMessage, StreamOpen,
+};
 
 /// Docker label that carries the Berth container uuid on every container an agent makes.
 pub const LABEL_CONTAINER: &str = "berth.container";

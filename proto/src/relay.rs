@@ -5,6 +5,7 @@ use uuid::Uuid;
 
 use crate::command::{Command, Reply};
 use crate::container::{ContainerEvent, ObservedContainer};
+use crate::stream::{StreamId, StreamMessage, StreamOpen};
 
 /// Correlates a command with its reply. Chosen by the service, unique per request.
 pub type RequestId = Uuid;
@@ -23,6 +24,27 @@ pub enum ServiceToRelay {
         action: Option<Uuid>,
         /// What to run.
         command: Command,
+    },
+    /// Open a stream to the agent of `instance`. The relay remembers which service
+    /// connection opened it (in memory) to route the agent's messages back.
+    StreamOpen {
+        /// The stream's id.
+        stream: StreamId,
+        /// The instance whose agent serves it.
+        instance: Uuid,
+        /// The Berth action the stream belongs to, if any.
+        action: Option<Uuid>,
+        /// What to run.
+        open: StreamOpen,
+    },
+    /// A message on an open stream, for the agent of `instance`.
+    Stream {
+        /// The stream.
+        stream: StreamId,
+        /// The instance whose agent serves it.
+        instance: Uuid,
+        /// The message.
+        message: StreamMessage,
     },
     /// The agents of these instances may no longer connect: their instances were
     /// deleted or released. Sent with the full list on every service connection and
@@ -67,6 +89,14 @@ pub enum RelayToService {
         /// What happened.
         event: ContainerEvent,
     },
+    /// A message on a stream this service connection opened. When the agent goes away
+    /// the relay ends its streams itself with an `Unavailable` failure.
+    Stream {
+        /// The stream.
+        stream: StreamId,
+        /// The message.
+        message: StreamMessage,
+    },
     /// The agents connected to this relay right now, sent once when a service connects.
     Agents {
         /// Instances with a live agent connection.
@@ -87,6 +117,22 @@ pub enum RelayToAgent {
         /// What to run.
         command: Command,
     },
+    /// Open a stream; the agent answers with stream messages, ending with `End`.
+    StreamOpen {
+        /// The stream's id.
+        stream: StreamId,
+        /// The Berth action it belongs to.
+        action: Option<Uuid>,
+        /// What to run.
+        open: StreamOpen,
+    },
+    /// A message on an open stream.
+    Stream {
+        /// The stream.
+        stream: StreamId,
+        /// The message.
+        message: StreamMessage,
+    },
     /// Ask the agent to send a fresh [`AgentToRelay::State`].
     Resync,
 }
@@ -106,6 +152,13 @@ pub enum AgentToRelay {
         request: RequestId,
         /// The result.
         reply: Reply,
+    },
+    /// A message on a stream the service opened.
+    Stream {
+        /// The stream.
+        stream: StreamId,
+        /// The message.
+        message: StreamMessage,
     },
     /// Something happened.
     Event {

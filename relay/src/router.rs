@@ -241,6 +241,7 @@ impl Router {
                 }
             }
             AgentToRelay::Reply { request, reply } => self.agent_replied(instance, request, reply),
+            AgentToRelay::Stream { .. } => {}
         }
     }
 
@@ -338,6 +339,20 @@ impl Router {
                 command,
             } => self.command(conn, request, instance, action, command),
             ServiceToRelay::Revoke { instances } => self.revoke(instances),
+            // Streams are not routed yet: end them at once so the service is answered.
+            ServiceToRelay::StreamOpen { stream, .. } => self.lock().to_service(
+                conn,
+                &RelayToService::Stream {
+                    stream,
+                    message: berth_proto::StreamMessage::End(berth_proto::StreamEnd::Failed {
+                        error: AgentError::new(
+                            AgentErrorKind::Unavailable,
+                            "this relay does not route streams",
+                        ),
+                    }),
+                },
+            ),
+            ServiceToRelay::Stream { .. } => {}
         }
     }
 

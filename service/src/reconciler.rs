@@ -61,7 +61,7 @@ async fn handle(state: &AppState, note: RelayToService) -> Result<(), DbError> {
             tracing::info!(agents = instances.len(), "relay reports connected agents");
             Ok(())
         }
-        RelayToService::Reply { .. } => Ok(()),
+        RelayToService::Reply { .. } | RelayToService::Stream { .. } => Ok(()),
     }
 }
 

@@ -232,6 +232,26 @@ fn dispatch(
                 .instrument(span),
             );
         }
+        Inbound::Message(RelayToAgent::StreamOpen { stream, .. }) => {
+            // Streams are not served yet: end the stream at once so the caller gets an
+            // answer instead of waiting.
+            let out_tx = out_tx.clone();
+            tokio::spawn(async move {
+                let end = berth_proto::StreamMessage::End(berth_proto::StreamEnd::Failed {
+                    error: berth_proto::AgentError::new(
+                        berth_proto::AgentErrorKind::Runtime,
+                        "this agent does not serve streams",
+                    ),
+                });
+                let _ = out_tx
+                    .send(AgentToRelay::Stream {
+                        stream,
+                        message: end,
+                    })
+                    .await;
+            });
+        }
+        Inbound::Message(RelayToAgent::Stream { .. }) => {}
         Inbound::Message(RelayToAgent::Resync) => {
             let runtime = runtime.clone();
             let out_tx = out_tx.clone();

@@ -1,0 +1,1 @@
+//! Docker ids ⇄ Berth uuids. (Owned by the containers work.)

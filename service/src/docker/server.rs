@@ -1,0 +1,1 @@
+//! Listeners of the Docker endpoint. (Owned by the auth/TLS work.)
