@@ -9,7 +9,7 @@
 pub mod agents;
 pub mod api;
 pub mod db;
-pub mod docker;
+pub mod docker_api;
 pub mod domain;
 pub mod enrollment;
 pub mod identity;
