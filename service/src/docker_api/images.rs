@@ -21,3 +21,8 @@ pub async fn inspect(_cx: &Cx, _name: &str, _call: Call) -> Result<Response, Doc
 pub async fn remove(_cx: &Cx, _name: &str, _call: Call) -> Result<Response, DockerError> {
     Err(DockerError::not_implemented("image remove"))
 }
+
+/// Not built yet.
+pub async fn login(_cx: &Cx, _call: Call) -> Result<Response, DockerError> {
+    Err(DockerError::not_implemented("registry login"))
+}

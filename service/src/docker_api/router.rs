@@ -147,6 +147,7 @@ async fn dispatch(cx: &Cx, call: Call) -> Result<Response, DockerError> {
         (&M::GET, ["exec", id, "json"]) => streams::exec_inspect(cx, id, call).await,
 
         (&M::POST, ["images", "create"]) => images::pull(cx, call).await,
+        (&M::POST, ["auth"]) => images::login(cx, call).await,
         (&M::GET, ["images", "json"]) => images::list(cx, call).await,
         // Image names contain slashes: everything between `images/` and `/json`.
         (&M::GET, ["images", rest @ .., "json"]) if !rest.is_empty() => {
@@ -160,7 +161,7 @@ async fn dispatch(cx: &Cx, call: Call) -> Result<Response, DockerError> {
         (
             _,
             ["build" | "swarm" | "services" | "tasks" | "secrets" | "configs" | "nodes" | "plugins"
-            | "session" | "grpc" | "distribution" | "commit" | "auth", ..],
+            | "session" | "grpc" | "distribution" | "commit", ..],
         ) => Err(DockerError::not_implemented(&format!("/{}", segs[0]))),
         // moby's answer to an unknown route; also what `docker inspect X` expects when
         // probing object kinds (it skips 404s).
