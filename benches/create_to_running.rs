@@ -120,6 +120,8 @@ async fn main() -> anyhow::Result<()> {
         instance_idle_grace: berth_service::settings::DEFAULT_INSTANCE_IDLE_GRACE,
         agent_lost_after: berth_service::settings::DEFAULT_AGENT_LOST_AFTER,
         placement: Default::default(),
+        docker_listen: None,
+        docker_tls_listen: None,
     })
     .await?;
     let url = up.public_url.clone();

@@ -82,6 +82,12 @@ fn container(id: String, project: &str, instance: &str) -> ContainerRow {
         started_at: None,
         created_at: t,
         updated_at: t,
+        exit_code: None,
+        finished_at: None,
+        stdin_once: false,
+        run_user: None,
+        docker_config: None,
+        privileges: None,
     }
 }
 

@@ -10,6 +10,7 @@ use berth_agent::{Agent, AgentSettings};
 use berth_relay::{Relay, RelaySettings};
 use berth_service::identity::keys::{write_private, SigningKey};
 use berth_service::providers::docker::DockerOptions;
+use berth_service::settings::DockerSettings;
 use berth_service::startup::{generate_password, CREDENTIAL_KEY_FILE};
 use berth_service::{Application, ServiceSettings};
 use uuid::Uuid;
@@ -43,6 +44,10 @@ pub struct UpOptions {
     /// How containers are placed (pack or spread) and the size of the instances the
     /// `docker` provider makes (`--instance-cpus`, `--instance-memory-mib`).
     pub placement: berth_service::settings::PlacementSettings,
+    /// The Docker endpoint's plain listener (loopback only); None: off.
+    pub docker_listen: Option<SocketAddr>,
+    /// The Docker endpoint's TLS listener (CA under `<data>/docker-tls`); None: off.
+    pub docker_tls_listen: Option<SocketAddr>,
 }
 
 /// A started embedded deployment: listening, agent connecting.
@@ -60,6 +65,10 @@ pub struct Embedded {
     pub data_dir: PathBuf,
     /// The admin's password.
     pub admin_password: String,
+    /// Where the Docker endpoint's plain listener is bound.
+    pub docker_addr: Option<SocketAddr>,
+    /// Where the Docker endpoint's TLS listener is bound.
+    pub docker_tls_addr: Option<SocketAddr>,
 }
 
 impl Embedded {
@@ -108,6 +117,19 @@ impl Embedded {
             instance_idle_grace: opts.instance_idle_grace,
             agent_lost_after: opts.agent_lost_after,
             placement: opts.placement.clone(),
+            docker: DockerSettings {
+                listen: opts.docker_listen,
+                tls_listen: opts.docker_tls_listen,
+                tls_dir: Some(data.join("docker-tls")),
+                // On all addresses, clients reach the listener where they reach this
+                // host's containers.
+                public_host: opts
+                    .docker_tls_listen
+                    .filter(|a| a.ip().is_unspecified())
+                    .map(|_| opts.advertise_address.to_string()),
+                server_names: vec![opts.advertise_address.to_string()],
+                ..DockerSettings::default()
+            },
         })
         .await?;
         let public_url = app.public_url().to_owned();
@@ -143,6 +165,7 @@ impl Embedded {
         .await
         .context("enabling instances on demand")?;
         write_client_config(&data, &public_url, &admin_password)?;
+        let (docker_addr, docker_tls_addr) = (app.docker_addr(), app.docker_tls_addr());
         Ok(Embedded {
             app,
             relay,
@@ -152,6 +175,8 @@ impl Embedded {
             instance,
             data_dir: data,
             admin_password,
+            docker_addr,
+            docker_tls_addr,
         })
     }
 

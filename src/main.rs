@@ -98,6 +98,37 @@ struct UpArgs {
         env = "BERTH_CPU_ALLOCATION_RATIO"
     )]
     cpu_allocation_ratio: f64,
+    /// Where the Docker endpoint listens without TLS (loopback addresses only; `off` to disable).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:2375",
+        value_parser = parse_listen,
+        env = "BERTH_DOCKER_LISTEN"
+    )]
+    docker_listen: Listen,
+    /// Where the Docker endpoint listens with TLS (client certificates from `osc docker-credentials`; `off` to disable).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:2376",
+        value_parser = parse_listen,
+        env = "BERTH_DOCKER_TLS_LISTEN"
+    )]
+    docker_tls_listen: Listen,
+}
+
+/// A listen address, or `off`.
+#[derive(Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|e| format!("{e}: give ADDRESS:PORT, e.g. 127.0.0.1:2375, or off"))
 }
 
 /// `--placement`.
@@ -145,12 +176,20 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
             instance_disk_gb: args.instance_disk_gb,
             ..PlacementSettings::default()
         },
+        docker_listen: args.docker_listen.0,
+        docker_tls_listen: args.docker_tls_listen.0,
     })
     .await?;
     let (url, data) = (up.public_url.clone(), up.data_dir.clone());
     println!("Berth is up.");
     println!("  API:      {url}/v1 (identity {url}/identity/v3)");
     println!("  relay:    {}", up.relay_url);
+    if let Some(addr) = up.docker_addr {
+        println!("  docker:   tcp://{addr}");
+    }
+    if let Some(addr) = up.docker_tls_addr {
+        println!("  docker-tls: tcp://{addr}");
+    }
     println!("  instance: {} (this host, project admin)", up.instance);
     println!("  openrc:   {}", data.join("openrc").display());
     println!(

@@ -415,6 +415,12 @@ fn the_database_refuses_a_cross_project_placement(db: &berth_service::db::Db) {
         started_at: None,
         created_at: now(),
         updated_at: now(),
+        exit_code: None,
+        finished_at: None,
+        stdin_once: false,
+        run_user: None,
+        docker_config: None,
+        privileges: None,
     };
     q::insert(&mut conn, &container("own", "pa"), &[]).unwrap();
     let err = q::insert(&mut conn, &container("foreign", "pb"), &[]).unwrap_err();

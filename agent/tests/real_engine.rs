@@ -12,8 +12,9 @@ use std::time::Duration;
 use berth_agent::{Agent, AgentSettings};
 use berth_proto::container::Protocol;
 use berth_proto::{
-    AgentErrorKind, AgentToRelay, Command, ContainerEvent, ContainerSpec, ObservedContainer,
-    Outcome, PortBinding, RelayToAgent, Reply, RuntimeState,
+    AgentErrorKind, AgentToRelay, Channel, Command, ContainerEvent, ContainerSpec, ExecSpec,
+    ObservedContainer, Outcome, PortBinding, RelayToAgent, Reply, RuntimeState, StreamData,
+    StreamEnd, StreamMessage, StreamOpen,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -82,6 +83,9 @@ fn spec(command: &[&str]) -> ContainerSpec {
         interactive: false,
         tty: false,
         auto_remove: false,
+        stdin_once: false,
+        user: None,
+        privileges: None,
         infra: None,
     }
 }
@@ -147,6 +151,7 @@ impl FakeRelay {
             ws: ws.unwrap(),
             events: Vec::new(),
             states: Vec::new(),
+            stream_messages: Vec::new(),
         })
     }
 }
@@ -158,6 +163,8 @@ struct AgentConn {
     events: Vec<(u64, ContainerEvent)>,
     /// State reports received after the first one.
     states: Vec<Vec<ObservedContainer>>,
+    /// Stream messages that arrived while waiting for something else, in order.
+    stream_messages: Vec<(Uuid, StreamMessage)>,
 }
 
 impl AgentConn {
@@ -192,7 +199,9 @@ impl AgentConn {
             AgentToRelay::Event { seq, event } => self.events.push((seq, event)),
             AgentToRelay::State { containers } => self.states.push(containers),
             AgentToRelay::Reply { request, .. } => panic!("unexpected reply to {request}"),
-            AgentToRelay::Stream { stream, .. } => panic!("unexpected message on stream {stream}"),
+            AgentToRelay::Stream { stream, message } => {
+                self.stream_messages.push((stream, message))
+            }
         }
     }
 
@@ -217,6 +226,64 @@ impl AgentConn {
         }
     }
 
+    /// Open a stream on the agent; returns its id.
+    async fn open(&mut self, open: StreamOpen) -> Uuid {
+        let stream = Uuid::new_v4();
+        self.send(&RelayToAgent::StreamOpen {
+            stream,
+            action: Some(Uuid::new_v4()),
+            open,
+        })
+        .await;
+        stream
+    }
+
+    async fn stream_send(&mut self, stream: Uuid, message: StreamMessage) {
+        self.send(&RelayToAgent::Stream { stream, message }).await;
+    }
+
+    /// The next message the agent sends on `stream`; anything else is kept.
+    async fn stream_message(&mut self, stream: Uuid) -> StreamMessage {
+        if let Some(at) = self.stream_messages.iter().position(|(s, _)| *s == stream) {
+            return self.stream_messages.remove(at).1;
+        }
+        loop {
+            match self.next_message().await {
+                AgentToRelay::Stream {
+                    stream: got,
+                    message,
+                } if got == stream => return message,
+                other => self.keep(other),
+            }
+        }
+    }
+
+    /// Everything `stream` sends until its end, with the stdin credit it granted.
+    async fn stream_to_end(&mut self, stream: Uuid) -> StreamOutput {
+        let mut output = StreamOutput::default();
+        loop {
+            match self.stream_message(stream).await {
+                StreamMessage::End(end) => {
+                    output.end = Some(end);
+                    return output;
+                }
+                message => output.take(message),
+            }
+        }
+    }
+
+    /// Read `stream` until its stdout contains `text` (ending early fails the test).
+    async fn stream_until(&mut self, stream: Uuid, output: &mut StreamOutput, text: &str) {
+        while !String::from_utf8_lossy(&output.stdout).contains(text) {
+            match self.stream_message(stream).await {
+                StreamMessage::End(end) => {
+                    panic!("the stream ended ({end:?}) before {text:?} arrived: {output:?}")
+                }
+                message => output.take(message),
+            }
+        }
+    }
+
     /// Wait until an event matching `wanted` has arrived; returns its sequence number.
     async fn wait_event(&mut self, wanted: impl Fn(&ContainerEvent) -> bool) -> u64 {
         loop {
@@ -237,6 +304,94 @@ impl AgentConn {
             self.keep(message);
         }
     }
+}
+
+/// What a stream sent.
+#[derive(Debug, Default)]
+struct StreamOutput {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    progress: Vec<u8>,
+    stdin_credit: u64,
+    end: Option<StreamEnd>,
+}
+
+impl StreamOutput {
+    fn take(&mut self, message: StreamMessage) {
+        match message {
+            StreamMessage::Data(StreamData { channel, data }) => {
+                assert!(
+                    data.len() <= berth_proto::stream::MAX_DATA_CHUNK,
+                    "a chunk of {} bytes",
+                    data.len()
+                );
+                match channel {
+                    Channel::Stdout => self.stdout.extend(data),
+                    Channel::Stderr => self.stderr.extend(data),
+                    Channel::Progress => self.progress.extend(data),
+                    Channel::Stdin => panic!("the agent sent stdin"),
+                }
+            }
+            StreamMessage::Credit { bytes } => self.stdin_credit += u64::from(bytes),
+            other => panic!("the agent sent {other:?}"),
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+}
+
+fn stdin(bytes: &[u8]) -> StreamMessage {
+    StreamMessage::Data(StreamData {
+        channel: Channel::Stdin,
+        data: bytes.to_vec(),
+    })
+}
+
+fn exec(cmd: &[&str], stdin: bool) -> ExecSpec {
+    ExecSpec {
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
+        workdir: None,
+        user: None,
+        tty: false,
+        stdin,
+        stdout: true,
+        stderr: true,
+        console_size: None,
+    }
+}
+
+/// A connected agent of a fresh instance, its relay side, and the clean-up guard.
+async fn connected() -> (
+    AgentConn,
+    Cleanup,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+) {
+    let instance = Uuid::new_v4();
+    let cleanup = Cleanup { instance };
+    let relay = FakeRelay::start().await;
+    let agent = agent_for(instance, &relay.url).await;
+    let running = tokio::spawn(agent.run_until_stopped());
+    let mut conn = relay.accept(false).await.unwrap();
+    conn.initial_state().await;
+    (conn, cleanup, running)
+}
+
+/// Create and start a container running `command`; returns its uuid.
+async fn running(conn: &mut AgentConn, command: &[&str]) -> Uuid {
+    let spec = spec(command);
+    let uuid = spec.uuid;
+    container(
+        conn.command(Command::Create {
+            spec: Box::new(spec),
+        })
+        .await,
+    );
+    let started = container(conn.command(Command::Start { container: uuid }).await);
+    assert_eq!(started.state, RuntimeState::Running);
+    uuid
 }
 
 fn changed_to(uuid: Uuid, state: RuntimeState) -> impl Fn(&ContainerEvent) -> bool {
@@ -360,6 +515,7 @@ async fn agent_reports_state_runs_commands_and_numbers_events_over_the_relay() {
             container: uuid,
             cpu: Some(1.0),
             memory_mib: Some(128),
+            restart: None,
         })
         .await;
     assert!(updated.is_ok(), "update: {updated:?}");
@@ -629,4 +785,303 @@ async fn connect_fails_with_an_explanation_when_docker_is_unreachable() {
         text.contains("cannot reach the Docker engine at unix:///nonexistent/docker.sock"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn exec_forwards_stdin_separates_stdout_from_stderr_and_ends_with_the_exit_code() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    let uuid = running(&mut conn, &["sleep", "300"]).await;
+
+    let stream = conn
+        .open(StreamOpen::Exec {
+            container: uuid,
+            exec: exec(&["sh", "-c", "cat; echo on-stderr >&2; exit 7"], true),
+        })
+        .await;
+    conn.stream_send(stream, stdin(b"ping\n")).await;
+    conn.stream_send(stream, stdin(b"pong\n")).await;
+    conn.stream_send(stream, StreamMessage::CloseStdin).await;
+    let output = conn.stream_to_end(stream).await;
+    assert_eq!(output.text(), "ping\npong\n", "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "on-stderr\n");
+    assert_eq!(output.end, Some(StreamEnd::Exited { code: Some(7) }));
+    assert_eq!(
+        output.stdin_credit, 10,
+        "the agent grants back the stdin it wrote"
+    );
+
+    // Top and the image commands work on the same instance.
+    match conn
+        .command(Command::Top {
+            container: uuid,
+            ps_args: None,
+        })
+        .await
+    {
+        Ok(Outcome::Top { titles, processes }) => {
+            assert!(titles.iter().any(|t| t == "PID"), "{titles:?}");
+            assert!(
+                processes
+                    .iter()
+                    .flatten()
+                    .any(|cell| cell.contains("sleep")),
+                "{processes:?}"
+            );
+        }
+        other => panic!("expected the processes, got {other:?}"),
+    }
+    match conn.command(Command::Images).await {
+        Ok(Outcome::Images(images)) => assert!(
+            images
+                .iter()
+                .any(|image| image.repo_tags.iter().any(|tag| tag == IMAGE)),
+            "{IMAGE} is listed"
+        ),
+        other => panic!("expected the images, got {other:?}"),
+    }
+    match conn
+        .command(Command::ImageInspect {
+            reference: IMAGE.to_owned(),
+        })
+        .await
+    {
+        Ok(Outcome::Image(image)) => {
+            assert!(image.id.starts_with("sha256:"), "{}", image.id);
+            assert!(
+                image.labels.contains_key("berth.test"),
+                "{:?}",
+                image.labels
+            );
+            assert!(image.config.is_object(), "{}", image.config);
+        }
+        other => panic!("expected the image, got {other:?}"),
+    }
+    let missing = conn
+        .command(Command::ImageInspect {
+            reference: "berth-test/no-such-image:latest".to_owned(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind, AgentErrorKind::ImageNotFound, "{missing}");
+
+    // A container of another instance (or none at all) cannot be exec'd into.
+    let stream = conn
+        .open(StreamOpen::Exec {
+            container: Uuid::new_v4(),
+            exec: exec(&["true"], false),
+        })
+        .await;
+    match conn.stream_to_end(stream).await.end {
+        Some(StreamEnd::Failed { error }) => {
+            assert_eq!(error.kind, AgentErrorKind::NotFound, "{error}")
+        }
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attach_to_a_created_container_receives_its_output_from_the_start() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    let spec = spec(&[
+        "sh",
+        "-c",
+        "echo attached-output; echo attached-error >&2; exit 3",
+    ]);
+    let uuid = spec.uuid;
+    container(
+        conn.command(Command::Create {
+            spec: Box::new(spec),
+        })
+        .await,
+    );
+    let stream = conn
+        .open(StreamOpen::Attach {
+            container: uuid,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            logs: false,
+        })
+        .await;
+    // Sent right behind the attach, as `docker run` does: the agent must not let the
+    // start overtake it.
+    conn.command(Command::Start { container: uuid })
+        .await
+        .expect("the container starts");
+    let output = conn.stream_to_end(stream).await;
+    assert_eq!(output.text(), "attached-output\n", "{output:?}");
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "attached-error\n");
+    assert_eq!(output.end, Some(StreamEnd::Exited { code: Some(3) }));
+}
+
+#[tokio::test]
+async fn logs_follow_sends_lines_written_after_it_opened_and_ends_when_the_container_stops() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    let uuid = running(
+        &mut conn,
+        &[
+            "sh",
+            "-c",
+            "echo first; while [ ! -e /tmp/go ]; do sleep 0.1; done; echo second",
+        ],
+    )
+    .await;
+    let logs = conn
+        .open(StreamOpen::Logs {
+            container: uuid,
+            stdout: true,
+            stderr: true,
+            timestamps: false,
+            tail: None,
+            since: None,
+            until: None,
+            follow: true,
+        })
+        .await;
+    let mut output = StreamOutput::default();
+    conn.stream_until(logs, &mut output, "first\n").await;
+    assert!(!output.text().contains("second"), "{output:?}");
+
+    // Only now is the second line written.
+    let touch = conn
+        .open(StreamOpen::Exec {
+            container: uuid,
+            exec: exec(&["touch", "/tmp/go"], false),
+        })
+        .await;
+    assert_eq!(
+        conn.stream_to_end(touch).await.end,
+        Some(StreamEnd::Exited { code: Some(0) })
+    );
+    let rest = conn.stream_to_end(logs).await;
+    output.stdout.extend(rest.stdout);
+    assert_eq!(output.text(), "first\nsecond\n");
+    assert_eq!(rest.end, Some(StreamEnd::Finished));
+}
+
+#[tokio::test]
+async fn a_stream_is_cancelled_on_request_and_output_waits_for_credit() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    let uuid = running(&mut conn, &["sleep", "300"]).await;
+    // Far more output than the initial credit.
+    let stream = conn
+        .open(StreamOpen::Exec {
+            container: uuid,
+            exec: exec(
+                &["sh", "-c", "yes 0123456789abcdef | head -c 2000000"],
+                false,
+            ),
+        })
+        .await;
+    let mut received = 0usize;
+    while received < berth_proto::stream::INITIAL_CREDIT as usize {
+        match conn.stream_message(stream).await {
+            StreamMessage::Data(data) => received += data.data.len(),
+            other => panic!("expected output, got {other:?}"),
+        }
+    }
+    assert_eq!(
+        received,
+        berth_proto::stream::INITIAL_CREDIT as usize,
+        "never beyond the credit"
+    );
+    // More credit lets exactly that much more through.
+    conn.stream_send(stream, StreamMessage::Credit { bytes: 1000 })
+        .await;
+    let mut more = 0usize;
+    while more < 1000 {
+        match conn.stream_message(stream).await {
+            StreamMessage::Data(data) => more += data.data.len(),
+            other => panic!("expected output, got {other:?}"),
+        }
+    }
+    assert_eq!(more, 1000);
+    // After a cancel the agent sends nothing more on the stream, even with credit:
+    // nothing arrives on it before the reply to a later command.
+    conn.stream_send(stream, StreamMessage::Cancel).await;
+    conn.stream_send(stream, StreamMessage::Credit { bytes: 1 << 20 })
+        .await;
+    container(conn.command(Command::Inspect { container: uuid }).await);
+    assert!(
+        conn.stream_messages.is_empty(),
+        "{} messages after the cancel",
+        conn.stream_messages.len()
+    );
+}
+
+#[tokio::test]
+async fn pulling_from_an_unreachable_registry_ends_failed() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    // Port 1 on loopback: nothing listens, so the engine is refused at once.
+    let stream = conn
+        .open(StreamOpen::Pull {
+            image: "127.0.0.1:1/berth-test/absent:latest".to_owned(),
+            auth: None,
+        })
+        .await;
+    let output = conn.stream_to_end(stream).await;
+    match &output.end {
+        Some(StreamEnd::Failed { error }) => {
+            assert!(
+                matches!(
+                    error.kind,
+                    AgentErrorKind::Runtime | AgentErrorKind::ImageNotFound
+                ),
+                "{error:?}"
+            );
+            assert!(error.message.contains("127.0.0.1:1"), "{error}");
+        }
+        other => panic!("expected the pull to fail, got {other:?} after {output:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_tty_exec_is_resized_before_later_input_and_sends_everything_as_stdout() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    let uuid = running(&mut conn, &["sleep", "300"]).await;
+    let mut spec = exec(&["sh", "-c", "read line; stty size; echo err >&2"], true);
+    spec.tty = true;
+    let stream = conn
+        .open(StreamOpen::Exec {
+            container: uuid,
+            exec: spec,
+        })
+        .await;
+    conn.stream_send(
+        stream,
+        StreamMessage::Resize {
+            height: 31,
+            width: 101,
+        },
+    )
+    .await;
+    conn.stream_send(stream, stdin(b"go\r")).await;
+    let output = conn.stream_to_end(stream).await;
+    let text = output.text();
+    assert!(text.contains("31 101"), "{output:?}");
+    assert!(
+        text.contains("err"),
+        "with a TTY stderr is stdout: {output:?}"
+    );
+    assert!(output.stderr.is_empty(), "{output:?}");
+    assert_eq!(output.end, Some(StreamEnd::Exited { code: Some(0) }));
+}
+
+#[tokio::test]
+async fn a_registry_login_the_engine_cannot_complete_is_refused_with_its_reason() {
+    let (mut conn, _cleanup, _agent) = connected().await;
+    let error = conn
+        .command(Command::RegistryLogin {
+            auth: berth_proto::RegistryAuth {
+                username: Some("someone".to_owned()),
+                password: Some("secret-password".to_owned()),
+                server_address: Some("127.0.0.1:1".to_owned()),
+                identity_token: None,
+            },
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind, AgentErrorKind::Runtime, "{error}");
+    assert!(error.message.contains("127.0.0.1:1"), "{error}");
+    assert!(!error.message.contains("secret-password"), "{error}");
 }

@@ -232,6 +232,38 @@ impl Client {
         Ok(list.instances)
     }
 
+    /// `POST /docker/credentials` (Berth): a client certificate of the Docker endpoint
+    /// for the public key of `csr_pem`, registered to the caller's user and project.
+    pub async fn create_docker_credentials(
+        &self,
+        csr_pem: &str,
+    ) -> Result<crate::docker::IssuedCredentials, ClientError> {
+        let url = self.url(&["docker", "credentials"]);
+        let request = self
+            .request(Method::POST, &url)
+            .json(&serde_json::json!({ "csr": csr_pem }));
+        let response = self.send(request, &url).await?;
+        decode(response, &url).await
+    }
+
+    /// `GET /docker/credentials` (Berth): the project's Docker client certificates.
+    pub async fn list_docker_credentials(
+        &self,
+    ) -> Result<Vec<crate::docker::CredentialView>, ClientError> {
+        let url = self.url(&["docker", "credentials"]);
+        let response = self.send(self.request(Method::GET, &url), &url).await?;
+        let list: crate::docker::CredentialList = decode(response, &url).await?;
+        Ok(list.credentials)
+    }
+
+    /// `DELETE /docker/credentials/{fingerprint}` (Berth): revokes a certificate.
+    pub async fn revoke_docker_credentials(&self, fingerprint: &str) -> Result<(), ClientError> {
+        let url = self.url(&["docker", "credentials", fingerprint]);
+        self.send(self.request(Method::DELETE, &url), &url)
+            .await
+            .map(drop)
+    }
+
     /// `GET /containers/{id}`.
     pub async fn get_container(&self, id: &str) -> Result<ContainerView, ClientError> {
         let url = self.url(&["containers", id]);

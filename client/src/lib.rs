@@ -33,6 +33,7 @@
 //! - [`auth`] — [`AuthConfig`], the Keystone v3 token request and catalog lookup.
 //! - [`container`] — the container view and request bodies, and the types that parse
 //!   user input ([`PortSpec`], [`RestartPolicy`], [`MemoryMib`], [`KeyValue`]).
+//! - [`docker`] — client certificates for the Docker-compatible endpoint.
 //! - [`hosts`] — hosts (administrators) and a project's own instances.
 //! - [`identity`] — projects, users, roles, role assignments and the catalog (Keystone
 //!   v3), with names or ids.
@@ -51,6 +52,7 @@ pub mod cli;
 pub mod client;
 pub mod clouds;
 pub mod container;
+pub mod docker;
 pub mod error;
 pub mod hosts;
 pub mod identity;

@@ -1,9 +1,12 @@
 //! Commands the service sends to an agent, and the agent's replies.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::container::{ContainerSpec, ObservedContainer};
+use crate::stream::RegistryAuth;
 
 /// A runtime operation on the agent's instance. Every command is idempotent: running
 /// it twice leaves the same result as running it once.
@@ -82,11 +85,51 @@ pub enum Command {
         cpu: Option<f64>,
         /// New memory limit in MiB.
         memory_mib: Option<i64>,
+        /// New restart policy: Docker's name (`no`, `always`, `on-failure`,
+        /// `unless-stopped`) and the retries of `on-failure`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restart: Option<(String, i64)>,
     },
     /// Observe one container now.
     Inspect {
         /// Berth uuid.
         container: Uuid,
+    },
+    /// List the processes running in the container (Docker top).
+    Top {
+        /// Berth uuid.
+        container: Uuid,
+        /// `ps` arguments; `None` is the engine's default (`-ef`).
+        ps_args: Option<String>,
+    },
+    /// Change the size of the container's TTY.
+    Resize {
+        /// Berth uuid.
+        container: Uuid,
+        /// Rows.
+        height: u16,
+        /// Columns.
+        width: u16,
+    },
+    /// Every image on the instance.
+    Images,
+    /// One image, by reference (`repo:tag`, `repo@digest` or id).
+    ImageInspect {
+        /// The image reference.
+        reference: String,
+    },
+    /// Remove an image. An image that does not exist is
+    /// [`AgentErrorKind::ImageNotFound`], as Docker reports it.
+    ImageRemove {
+        /// The image reference.
+        reference: String,
+        /// Remove it even if stopped containers use it or it has several tags.
+        force: bool,
+    },
+    /// Check registry credentials with the instance's engine (Docker login).
+    RegistryLogin {
+        /// The credentials to check. Never logged.
+        auth: RegistryAuth,
     },
 }
 
@@ -105,6 +148,12 @@ impl Command {
             Command::Logs { .. } => "logs",
             Command::Update { .. } => "update",
             Command::Inspect { .. } => "inspect",
+            Command::Top { .. } => "top",
+            Command::Resize { .. } => "resize",
+            Command::Images => "images",
+            Command::ImageInspect { .. } => "image_inspect",
+            Command::ImageRemove { .. } => "image_remove",
+            Command::RegistryLogin { .. } => "registry_login",
         }
     }
 }
@@ -119,6 +168,46 @@ pub enum Outcome {
     Container(ObservedContainer),
     /// Log text (stdout and stderr interleaved as the engine returned them).
     Logs(String),
+    /// The container's processes, as `ps` printed them.
+    Top {
+        /// Column titles (`UID`, `PID`, …).
+        titles: Vec<String>,
+        /// One row per process, a value per title.
+        processes: Vec<Vec<String>>,
+    },
+    /// The images on the instance.
+    Images(Vec<ImageInfo>),
+    /// One image.
+    Image(ImageInfo),
+}
+
+/// An image as the agent's engine describes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Content id, `sha256:…`.
+    pub id: String,
+    /// `repo:tag` names.
+    #[serde(default)]
+    pub repo_tags: Vec<String>,
+    /// `repo@sha256:…` names.
+    #[serde(default)]
+    pub repo_digests: Vec<String>,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    /// Size in bytes.
+    pub size: i64,
+    /// The image's labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// CPU architecture (`amd64`).
+    #[serde(default)]
+    pub architecture: String,
+    /// Operating system (`linux`).
+    #[serde(default)]
+    pub os: String,
+    /// The engine's image `Config` object as it is, for inspect; `null` in lists.
+    #[serde(default)]
+    pub config: serde_json::Value,
 }
 
 /// The reply to one command.

@@ -39,8 +39,20 @@ pub struct ContainerSpec {
     pub interactive: bool,
     /// Allocate a TTY.
     pub tty: bool,
-    /// Remove the container when it exits.
+    /// Remove the container when it exits. The service does it, after recording the
+    /// exit code: the agent never sets the engine's AutoRemove.
     pub auto_remove: bool,
+    /// Close stdin after the first attached client detaches (Docker `StdinOnce`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// The user the command runs as (Docker `User`); `None` keeps the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Host access that a policy rule granted to this tenant container (privileged,
+    /// host namespaces, host mounts, devices, capabilities, security options). `None`
+    /// for every container whose creator was granted nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileges: Option<Privileges>,
     /// Infrastructure-only options (host mounts, host networking) for the containers
     /// Berth itself runs, such as the agent of a `docker`-provider instance.
     ///
@@ -48,6 +60,56 @@ pub struct ContainerSpec {
     /// rows, which have no such fields, and only the instance providers set this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infra: Option<InfraOptions>,
+}
+
+/// Host access granted by policy to a tenant's container. Each field is Docker's
+/// HostConfig field of the same meaning; empty or `false` grants nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Privileges {
+    /// Docker `Privileged`: every capability and device of the instance.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Docker `NetworkMode` (`host`, `container:ID`) when not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_mode: Option<String>,
+    /// Docker `PidMode` (`host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_mode: Option<String>,
+    /// Docker `IpcMode` (`host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc_mode: Option<String>,
+    /// Docker `UTSMode` (`host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uts_mode: Option<String>,
+    /// Docker `UsernsMode` (`host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub userns_mode: Option<String>,
+    /// Docker `Binds`: `HOST_PATH:CONTAINER_PATH[:OPTIONS]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub binds: Vec<String>,
+    /// Docker `Devices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<DeviceMapping>,
+    /// Docker `DeviceCgroupRules`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
+    /// Docker `CapAdd` beyond the engine's default set.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Docker `SecurityOpt` that weaken confinement (`seccomp=unconfined`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+}
+
+/// A host device made available in a container (Docker `DeviceMapping`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceMapping {
+    /// Device path on the instance.
+    pub path_on_host: String,
+    /// Device path in the container.
+    pub path_in_container: String,
+    /// Cgroup permissions, e.g. `rwm`.
+    pub cgroup_permissions: String,
 }
 
 /// Privileged settings of an infrastructure container. Tenants can never ask for these:
@@ -189,6 +251,9 @@ mod tests {
             interactive: false,
             tty: false,
             auto_remove: false,
+            stdin_once: false,
+            user: None,
+            privileges: None,
             infra: None,
         }
     }

@@ -18,10 +18,10 @@ pub mod enroll;
 pub mod relay;
 pub mod stream;
 
-pub use command::{AgentError, AgentErrorKind, Command, Outcome, Reply};
+pub use command::{AgentError, AgentErrorKind, Command, ImageInfo, Outcome, Reply};
 pub use container::{
-    BindMount, ContainerEvent, ContainerSpec, InfraOptions, ObservedContainer, PortBinding,
-    RuntimeState,
+    BindMount, ContainerEvent, ContainerSpec, DeviceMapping, InfraOptions, ObservedContainer,
+    PortBinding, Privileges, RuntimeState,
 };
 pub use relay::{AgentToRelay, RelayToAgent, RelayToService, RequestId, ServiceToRelay};
 pub use stream::{

@@ -6,6 +6,12 @@
 //! a service that registers sees exactly the agents registered before it, and every
 //! broadcast after it.
 //!
+//! Streams (attach, exec, logs, pull) are routed like commands: opened to the agent of
+//! an instance, remembered as stream → (service connection, instance, agent
+//! connection) until the agent ends the stream or the service cancels it, and failed
+//! or cancelled when either end's connection goes. Only the agent a stream was opened
+//! to may send on it. Credit between the ends keeps each stream's traffic small.
+//!
 //! Outbound queues are bounded. A peer that does not read fast enough to keep its
 //! queue from filling is closed instead of letting relay memory grow: its messages are
 //! not dropped silently, and it rebuilds its view by reconnecting (services get
@@ -18,7 +24,8 @@ use std::time::Duration;
 
 use berth_proto::{
     AgentError, AgentErrorKind, AgentToRelay, Command, ContainerEvent, ObservedContainer,
-    RelayToAgent, RelayToService, Reply, RequestId, ServiceToRelay,
+    RelayToAgent, RelayToService, Reply, RequestId, ServiceToRelay, StreamEnd, StreamId,
+    StreamMessage, StreamOpen,
 };
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -143,11 +150,24 @@ struct Pending {
     timer: AbortHandle,
 }
 
+/// Where one open stream runs: who opened it and which agent connection serves it.
+struct StreamRoute {
+    /// The service connection that opened the stream; the agent's output goes there.
+    service: ConnId,
+    /// The instance the stream was opened to; only its agent may send on it.
+    instance: Uuid,
+    /// The agent connection the stream went out on; if it closes, the stream fails.
+    agent_conn: ConnId,
+}
+
 #[derive(Default)]
 struct Tables {
     agents: HashMap<Uuid, AgentEntry>,
     services: HashMap<ConnId, Outbox>,
     pending: HashMap<RequestId, Pending>,
+    /// Open streams. Bytes are never buffered here: each message is queued on the
+    /// peer's bounded outbox or the peer is closed, and credit keeps the flow small.
+    streams: HashMap<StreamId, StreamRoute>,
     /// Instances whose agents may not connect (deleted or released), as services said.
     revoked: HashSet<Uuid>,
 }
@@ -170,6 +190,19 @@ impl Tables {
 
     fn reply(&self, service: ConnId, request: RequestId, reply: Reply) {
         self.to_service(service, &RelayToService::Reply { request, reply });
+    }
+
+    /// End `stream` for the service that opened it, with this failure.
+    fn fail_stream(&self, service: ConnId, stream: StreamId, kind: AgentErrorKind, why: String) {
+        self.to_service(
+            service,
+            &RelayToService::Stream {
+                stream,
+                message: StreamMessage::End(StreamEnd::Failed {
+                    error: AgentError::new(kind, why),
+                }),
+            },
+        );
     }
 }
 
@@ -241,8 +274,35 @@ impl Router {
                 }
             }
             AgentToRelay::Reply { request, reply } => self.agent_replied(instance, request, reply),
-            AgentToRelay::Stream { .. } => {}
+            AgentToRelay::Stream { stream, message } => {
+                self.agent_stream(conn, instance, stream, message);
+            }
         }
+    }
+
+    /// Route an agent's stream message to the service that opened the stream.
+    fn agent_stream(&self, conn: ConnId, instance: Uuid, stream: StreamId, message: StreamMessage) {
+        let mut tables = self.lock();
+        let Some(route) = tables.streams.get(&stream) else {
+            debug!(instance.id = %instance, stream.id = %stream, "dropping a message on a stream that is not open (ended, cancelled, or its service left)");
+            return;
+        };
+        if route.instance != instance || route.agent_conn != conn {
+            // An agent acts only on streams opened to it, on this connection.
+            warn!(
+                instance.id = %instance,
+                stream.id = %stream,
+                stream.instance = %route.instance,
+                "ignoring an agent's message on a stream not opened to it"
+            );
+            return;
+        }
+        let service = route.service;
+        if matches!(message, StreamMessage::End(_)) {
+            tables.streams.remove(&stream);
+            debug!(instance.id = %instance, stream.id = %stream, "stream ended");
+        }
+        tables.to_service(service, &RelayToService::Stream { stream, message });
     }
 
     fn agent_replied(&self, instance: Uuid, request: RequestId, reply: Reply) {
@@ -305,6 +365,22 @@ impl Router {
                 )),
             );
         }
+        let cut: Vec<(StreamId, ConnId)> = tables
+            .streams
+            .iter()
+            .filter(|(_, route)| route.agent_conn == conn)
+            .map(|(stream, route)| (*stream, route.service))
+            .collect();
+        for (stream, service) in cut {
+            tables.streams.remove(&stream);
+            info!(instance.id = %instance, stream.id = %stream, "failing a stream: its agent disconnected");
+            tables.fail_stream(
+                service,
+                stream,
+                AgentErrorKind::Unavailable,
+                format!("the agent of instance {instance} disconnected while the stream was open; retry"),
+            );
+        }
         if is_current(&tables, conn, instance) {
             tables.agents.remove(&instance);
             tables.to_all_services(&RelayToService::AgentDisconnected { instance });
@@ -339,20 +415,111 @@ impl Router {
                 command,
             } => self.command(conn, request, instance, action, command),
             ServiceToRelay::Revoke { instances } => self.revoke(instances),
-            // Streams are not routed yet: end them at once so the service is answered.
-            ServiceToRelay::StreamOpen { stream, .. } => self.lock().to_service(
-                conn,
-                &RelayToService::Stream {
-                    stream,
-                    message: berth_proto::StreamMessage::End(berth_proto::StreamEnd::Failed {
-                        error: AgentError::new(
-                            AgentErrorKind::Unavailable,
-                            "this relay does not route streams",
-                        ),
-                    }),
-                },
-            ),
-            ServiceToRelay::Stream { .. } => {}
+            ServiceToRelay::StreamOpen {
+                stream,
+                instance,
+                action,
+                open,
+            } => self.open_stream(conn, stream, instance, action, open),
+            ServiceToRelay::Stream {
+                stream,
+                instance,
+                message,
+            } => self.service_stream(conn, stream, instance, message),
+        }
+    }
+
+    /// Send a service's new stream to the agent of `instance`, or end it at once.
+    fn open_stream(
+        &self,
+        service: ConnId,
+        stream: StreamId,
+        instance: Uuid,
+        action: Option<Uuid>,
+        open: StreamOpen,
+    ) {
+        let mut tables = self.lock();
+        if tables.streams.contains_key(&stream) {
+            warn!(instance.id = %instance, stream.id = %stream, "refusing a stream whose id is already open");
+            tables.fail_stream(
+                service,
+                stream,
+                AgentErrorKind::Conflict,
+                format!("stream id {stream} is already open; use a fresh id for every stream"),
+            );
+            return;
+        }
+        let kind = open.name();
+        let Some(agent) = tables.agents.get(&instance) else {
+            debug!(instance.id = %instance, stream.id = %stream, stream.kind = kind, "no agent for the stream");
+            tables.fail_stream(
+                service,
+                stream,
+                AgentErrorKind::Unavailable,
+                format!("no agent is connected for instance {instance}; retry when it reconnects"),
+            );
+            return;
+        };
+        let agent_conn = agent.outbox.conn;
+        let sent = agent
+            .outbox
+            .deliver(frame::encode(&RelayToAgent::StreamOpen {
+                stream,
+                action,
+                open,
+            }));
+        if !sent {
+            tables.fail_stream(
+                service,
+                stream,
+                AgentErrorKind::Unavailable,
+                format!(
+                    "the agent of instance {instance} is not keeping up and is being disconnected; retry when it reconnects"
+                ),
+            );
+            return;
+        }
+        debug!(instance.id = %instance, stream.id = %stream, stream.kind = kind, "stream opened");
+        tables.streams.insert(
+            stream,
+            StreamRoute {
+                service,
+                instance,
+                agent_conn,
+            },
+        );
+    }
+
+    /// Route a service's message on an open stream to the agent serving it.
+    fn service_stream(
+        &self,
+        conn: ConnId,
+        stream: StreamId,
+        instance: Uuid,
+        message: StreamMessage,
+    ) {
+        let mut tables = self.lock();
+        let Some(route) = tables.streams.get(&stream) else {
+            debug!(instance.id = %instance, stream.id = %stream, "dropping a message on a stream that is not open");
+            return;
+        };
+        if route.service != conn || route.instance != instance {
+            warn!(instance.id = %instance, stream.id = %stream, "ignoring a service's message on a stream it did not open");
+            return;
+        }
+        let agent_conn = route.agent_conn;
+        if matches!(message, StreamMessage::Cancel) {
+            tables.streams.remove(&stream);
+            debug!(instance.id = %instance, stream.id = %stream, "stream cancelled");
+        }
+        if let Some(agent) = tables
+            .agents
+            .get(&instance)
+            .filter(|agent| agent.outbox.conn == agent_conn)
+        {
+            agent
+                .outbox
+                .deliver(frame::encode(&RelayToAgent::Stream { stream, message }));
         }
     }
 
@@ -469,6 +636,26 @@ impl Router {
     pub(crate) fn service_disconnected(&self, conn: ConnId) {
         let mut tables = self.lock();
         tables.services.remove(&conn);
+        // Its streams have nobody to read them: the agents stop serving them.
+        let orphaned: Vec<(StreamId, Uuid, ConnId)> = tables
+            .streams
+            .iter()
+            .filter(|(_, route)| route.service == conn)
+            .map(|(stream, route)| (*stream, route.instance, route.agent_conn))
+            .collect();
+        for (stream, instance, agent_conn) in orphaned {
+            tables.streams.remove(&stream);
+            if let Some(agent) = tables
+                .agents
+                .get(&instance)
+                .filter(|agent| agent.outbox.conn == agent_conn)
+            {
+                agent.outbox.deliver(frame::encode(&RelayToAgent::Stream {
+                    stream,
+                    message: StreamMessage::Cancel,
+                }));
+            }
+        }
         tables.pending.retain(|_, pending| {
             let keep = pending.service != conn;
             if !keep {

@@ -8,11 +8,12 @@ use base64::Engine as _;
 use berth_proto::auth::{AgentClaims, ServiceClaims, AGENT_AUDIENCE, SERVICE_AUDIENCE};
 use berth_proto::container::{ContainerEvent, ObservedContainer, RuntimeState};
 use berth_proto::{
-    AgentError, AgentErrorKind, AgentToRelay, Command, Outcome, RelayToAgent, RelayToService,
-    ServiceToRelay, RELAY_AGENT_PATH, RELAY_SERVICE_PATH,
+    AgentError, AgentErrorKind, AgentToRelay, Channel, Command, Outcome, RelayToAgent,
+    RelayToService, ServiceToRelay, StreamData, StreamEnd, StreamMessage, StreamOpen,
+    RELAY_AGENT_PATH, RELAY_SERVICE_PATH,
 };
 use berth_relay::{Relay, RelaySettings};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
@@ -798,4 +799,317 @@ async fn a_revocation_outlives_the_service_connection_that_sent_it() {
         RelayToService::AgentConnected { instance: got, .. } if got == other
     ));
     round_trip(&mut service, &mut agent, other).await;
+}
+
+fn logs_open(container: Uuid) -> StreamOpen {
+    StreamOpen::Logs {
+        container,
+        stdout: true,
+        stderr: true,
+        timestamps: false,
+        tail: None,
+        since: None,
+        until: None,
+        follow: true,
+    }
+}
+
+fn data(channel: Channel, bytes: &[u8]) -> StreamMessage {
+    StreamMessage::Data(StreamData {
+        channel,
+        data: bytes.to_vec(),
+    })
+}
+
+/// A service and the agents of `instances`, with the service having heard each connect.
+async fn service_and_agents(relay: &TestRelay, instances: &[Uuid]) -> (Peer, Vec<Peer>) {
+    let (mut service, _) = relay.service().await;
+    let mut agents = Vec::new();
+    for instance in instances {
+        agents.push(relay.agent(*instance, Vec::new()).await);
+        assert!(matches!(
+            service.recv().await,
+            RelayToService::AgentConnected { .. }
+        ));
+    }
+    (service, agents)
+}
+
+/// Open a stream from `service` to the agent of `instance` and check that it arrives.
+async fn open_stream(service: &mut Peer, agent: &mut Peer, instance: Uuid) -> Uuid {
+    let stream = Uuid::new_v4();
+    let action = Some(Uuid::new_v4());
+    let open = logs_open(Uuid::new_v4());
+    service
+        .send(&ServiceToRelay::StreamOpen {
+            stream,
+            instance,
+            action,
+            open: open.clone(),
+        })
+        .await;
+    assert_eq!(
+        agent.recv::<RelayToAgent>().await,
+        RelayToAgent::StreamOpen {
+            stream,
+            action,
+            open
+        }
+    );
+    stream
+}
+
+/// Assert that `message` ends `stream` with an `Unavailable` failure; returns its text.
+fn unavailable_end(message: RelayToService, stream: Uuid) -> String {
+    match message {
+        RelayToService::Stream {
+            stream: got,
+            message:
+                StreamMessage::End(StreamEnd::Failed {
+                    error: AgentError { kind, message },
+                }),
+        } if got == stream => {
+            assert_eq!(kind, AgentErrorKind::Unavailable, "{message}");
+            message
+        }
+        other => panic!("expected stream {stream} to end Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_stream_travels_both_ways_between_its_service_and_agent_and_is_forgotten_on_end() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let (mut service, mut agents) = service_and_agents(&relay, &[instance]).await;
+    let agent = &mut agents[0];
+    let (mut bystander, _) = relay.service().await;
+    assert!(matches!(agent.recv().await, RelayToAgent::Resync));
+    let stream = open_stream(&mut service, agent, instance).await;
+
+    agent
+        .send(&AgentToRelay::Stream {
+            stream,
+            message: data(Channel::Stdout, b"hello\n"),
+        })
+        .await;
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::Stream {
+            stream,
+            message: data(Channel::Stdout, b"hello\n")
+        }
+    );
+    for message in [
+        data(Channel::Stdin, b"typed"),
+        StreamMessage::Credit { bytes: 6 },
+        StreamMessage::Resize {
+            height: 24,
+            width: 80,
+        },
+        StreamMessage::CloseStdin,
+    ] {
+        service
+            .send(&ServiceToRelay::Stream {
+                stream,
+                instance,
+                message: message.clone(),
+            })
+            .await;
+        assert_eq!(
+            agent.recv::<RelayToAgent>().await,
+            RelayToAgent::Stream { stream, message }
+        );
+    }
+    let end = StreamMessage::End(StreamEnd::Exited { code: Some(3) });
+    agent
+        .send(&AgentToRelay::Stream {
+            stream,
+            message: end.clone(),
+        })
+        .await;
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::Stream {
+            stream,
+            message: end
+        }
+    );
+
+    // Once ended, the stream is gone: late output and input go nowhere.
+    agent
+        .send(&AgentToRelay::Stream {
+            stream,
+            message: data(Channel::Stdout, b"late"),
+        })
+        .await;
+    service
+        .send(&ServiceToRelay::Stream {
+            stream,
+            instance,
+            message: data(Channel::Stdin, b"late"),
+        })
+        .await;
+    round_trip(&mut service, agent, instance).await;
+    // The bystander heard nothing of the stream.
+    round_trip(&mut bystander, agent, instance).await;
+}
+
+#[tokio::test]
+async fn a_stream_to_an_instance_without_an_agent_ends_unavailable_at_once() {
+    let relay = TestRelay::start().await;
+    let (mut service, _) = relay.service().await;
+    let (stream, instance) = (Uuid::new_v4(), Uuid::new_v4());
+    service
+        .send(&ServiceToRelay::StreamOpen {
+            stream,
+            instance,
+            action: None,
+            open: logs_open(Uuid::new_v4()),
+        })
+        .await;
+    let message = unavailable_end(service.recv().await, stream);
+    assert!(message.contains(&instance.to_string()), "{message}");
+}
+
+#[tokio::test]
+async fn an_agent_disconnecting_ends_its_open_streams_unavailable() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let (mut service, mut agents) = service_and_agents(&relay, &[instance]).await;
+    let mut agent = agents.pop().unwrap();
+    let first = open_stream(&mut service, &mut agent, instance).await;
+    let second = open_stream(&mut service, &mut agent, instance).await;
+    agent.ws.close(None).await.unwrap();
+    drop(agent);
+
+    let mut ended = Vec::new();
+    for _ in 0..2 {
+        match service.recv::<RelayToService>().await {
+            RelayToService::Stream { stream, message } => {
+                let text = unavailable_end(RelayToService::Stream { stream, message }, stream);
+                assert!(text.contains("retry"), "{text}");
+                ended.push(stream);
+            }
+            other => panic!("expected the streams to end first, got {other:?}"),
+        }
+    }
+    ended.sort();
+    let mut opened = vec![first, second];
+    opened.sort();
+    assert_eq!(ended, opened);
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::AgentDisconnected { instance }
+    );
+}
+
+#[tokio::test]
+async fn an_agent_cannot_send_on_a_stream_opened_to_another_instance() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (mut service, mut agents) = service_and_agents(&relay, &[a, b]).await;
+    let (agent_a, agent_b) = agents.split_at_mut(1);
+    let (agent_a, agent_b) = (&mut agent_a[0], &mut agent_b[0]);
+    let stream = open_stream(&mut service, agent_a, a).await;
+
+    agent_b
+        .send(&AgentToRelay::Stream {
+            stream,
+            message: data(Channel::Stdout, b"forged"),
+        })
+        .await;
+    agent_b
+        .send(&AgentToRelay::Stream {
+            stream,
+            message: StreamMessage::End(StreamEnd::Finished),
+        })
+        .await;
+    // The service heard nothing from B, and the stream still works for A.
+    round_trip(&mut service, agent_b, b).await;
+    agent_a
+        .send(&AgentToRelay::Stream {
+            stream,
+            message: data(Channel::Stdout, b"real"),
+        })
+        .await;
+    assert_eq!(
+        service.recv::<RelayToService>().await,
+        RelayToService::Stream {
+            stream,
+            message: data(Channel::Stdout, b"real")
+        }
+    );
+    // Nor can a service address the stream as if it ran on another instance.
+    service
+        .send(&ServiceToRelay::Stream {
+            stream,
+            instance: b,
+            message: data(Channel::Stdin, b"misrouted"),
+        })
+        .await;
+    round_trip(&mut service, agent_b, b).await;
+    round_trip(&mut service, agent_a, a).await;
+}
+
+#[tokio::test]
+async fn a_service_leaving_cancels_its_streams_on_the_agents() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let (mut service, mut agents) = service_and_agents(&relay, &[instance]).await;
+    let agent = &mut agents[0];
+    let stream = open_stream(&mut service, agent, instance).await;
+    service.ws.close(None).await.unwrap();
+    drop(service);
+    assert_eq!(
+        agent.recv::<RelayToAgent>().await,
+        RelayToAgent::Stream {
+            stream,
+            message: StreamMessage::Cancel
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_service_that_stops_reading_a_stream_is_closed_instead_of_growing_the_relay() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let (mut service, mut agents) = service_and_agents(&relay, &[instance]).await;
+    let agent = &mut agents[0];
+    let stream = open_stream(&mut service, agent, instance).await;
+
+    // The agent floods the stream (ignoring credit, as a broken agent might) while the
+    // service reads nothing: the relay's bounded queue fills, it closes the service,
+    // forgets the service's stream and tells the agent to stop.
+    let chunk = data(
+        Channel::Stdout,
+        &[b'x'; berth_proto::stream::MAX_DATA_CHUNK],
+    );
+    let mut cancelled = false;
+    for _ in 0..100_000 {
+        agent
+            .send(&AgentToRelay::Stream {
+                stream,
+                message: chunk.clone(),
+            })
+            .await;
+        if let Some(frame) = agent.ws.next().now_or_never() {
+            let frame = frame
+                .expect("the agent stays connected")
+                .expect("reads cleanly");
+            let Message::Text(text) = frame else { continue };
+            match serde_json::from_str::<RelayToAgent>(&text).expect("a relay message") {
+                RelayToAgent::Stream {
+                    stream: got,
+                    message: StreamMessage::Cancel,
+                } if got == stream => {
+                    cancelled = true;
+                    break;
+                }
+                RelayToAgent::Resync => {}
+                other => panic!("expected the stream's cancel, got {other:?}"),
+            }
+        }
+    }
+    assert!(cancelled, "the relay never gave up on the stalled service");
+    assert_eq!(service.closed().await, Some(CloseCode::Again));
 }

@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod containers;
 pub mod db;
 pub mod docker_api;
 pub mod domain;
@@ -22,6 +23,7 @@ pub mod scheduler;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod watch;
 
 pub use settings::ServiceSettings;
 pub use startup::Application;

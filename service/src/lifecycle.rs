@@ -22,6 +22,10 @@ use crate::db::{instances, Db, DbError};
 use crate::domain::{ContainerStatus, TaskState};
 use crate::providers::Provisioner;
 use crate::scheduler::WAITING_FOR_INSTANCE;
+use crate::watch::ContainerWatch;
+
+/// How the status reason of a container whose image could not be found begins.
+pub const IMAGE_NOT_FOUND: &str = "No such image: ";
 
 /// Runs container operations in the background.
 #[derive(Clone)]
@@ -29,6 +33,7 @@ pub struct Lifecycle {
     db: Db,
     agents: Agents,
     providers: Provisioner,
+    watch: ContainerWatch,
     busy: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -57,14 +62,79 @@ pub enum Operation {
 
 impl Lifecycle {
     /// A lifecycle driver over `db` and `agents`; containers placed on an instance
-    /// still being made have `providers` make it.
-    pub fn new(db: Db, agents: Agents, providers: Provisioner) -> Self {
+    /// still being made have `providers` make it. Every change it makes to a row is
+    /// published on `watch`.
+    pub fn new(db: Db, agents: Agents, providers: Provisioner, watch: ContainerWatch) -> Self {
         Self {
             db,
             agents,
             providers,
+            watch,
             busy: Arc::default(),
         }
+    }
+
+    /// Publishes the row of `id` as it is now (nothing when it is gone).
+    pub async fn notify(&self, id: &str) -> Result<(), DbError> {
+        if let Some(row) = self.row(id).await? {
+            self.watch.changed(&row);
+        }
+        Ok(())
+    }
+
+    /// Deletes the row of `id` and publishes that it is gone, with the exit code of
+    /// its last run (`docker run --rm` reads it from `wait?condition=removed`).
+    pub async fn forget(&self, id: &str) -> Result<(), DbError> {
+        let id = id.to_owned();
+        let gone = self
+            .db
+            .run(move |c| {
+                let row = q::get(c, &id)?;
+                q::delete(c, &id)?;
+                Ok(row)
+            })
+            .await?;
+        if let Some(row) = gone {
+            self.watch.removed(&row);
+        }
+        Ok(())
+    }
+
+    /// After an observation: a container made with `auto_remove` that has exited is
+    /// deleted, its row last. The engine's own AutoRemove is never used, so that the
+    /// exit code is recorded before the container goes.
+    pub async fn auto_remove_if_exited(&self, id: &str) -> Result<(), DbError> {
+        let id_owned = id.to_owned();
+        let marked = self
+            .db
+            .run(move |c| {
+                let Some(row) = q::get(c, &id_owned)? else {
+                    return Ok(false);
+                };
+                let status = ContainerStatus::from_db(&row.status);
+                // An exit observed while an operation runs (the stop half of a
+                // restart) is that operation's business; it calls this again when it
+                // ends.
+                if !row.auto_remove
+                    || row.task_state.is_some()
+                    || !matches!(status, ContainerStatus::Stopped | ContainerStatus::Dead)
+                {
+                    return Ok(false);
+                }
+                let change = ContainerChange {
+                    status: Some(ContainerStatus::Deleting.as_str().into()),
+                    task_state: Some(Some(TaskState::ContainerDeleting.as_str().into())),
+                    ..Default::default()
+                };
+                q::update(c, &id_owned, change)
+            })
+            .await?;
+        if marked {
+            tracing::info!(container.id = %id, "auto_remove: the container exited; removing it");
+            self.notify(id).await?;
+            self.spawn_delete(id.to_owned(), false);
+        }
+        Ok(())
     }
 
     fn claim(&self, id: &str) -> Option<BusyGuard> {
@@ -183,6 +253,12 @@ impl Lifecycle {
             Err(e) if e.kind == AgentErrorKind::Unavailable => {
                 return self.wait_for_agent(id, &e).await
             }
+            // Docker's words first: the Docker endpoint answers its create with 404
+            // from this reason, which makes the docker CLI pull and retry.
+            Err(e) if e.kind == AgentErrorKind::ImageNotFound => {
+                let reason = format!("{IMAGE_NOT_FOUND}{}. {}", row.image, e.message);
+                return self.fail(id, action, &reason).await;
+            }
             Err(e) => return self.fail(id, action, &e.message).await,
         };
         let next_task = row.run_requested.then_some("container_starting");
@@ -198,7 +274,8 @@ impl Lifecycle {
         {
             Ok(Outcome::Container(obs)) => {
                 self.record(id, &instance, &obs, None).await?;
-                self.finish(action, None).await
+                self.finish(action, None).await?;
+                self.auto_remove_if_exited(id).await
             }
             Ok(_) => self.finish(action, None).await,
             Err(e) => {
@@ -245,6 +322,7 @@ impl Lifecycle {
                 self.db
                     .run(move |c| instances::fail_waiting_containers(c, &id, &reason))
                     .await?;
+                self.notify(&row.id).await?;
                 tracing::warn!(container.id = %row.id, instance.id = %instance.id, "the container's instance could not be made");
                 Ok(false)
             }
@@ -329,7 +407,9 @@ impl Lifecycle {
                         )
                     })
                     .await?;
-                self.finish(Some(action), None).await
+                self.finish(Some(action), None).await?;
+                self.notify(id).await?;
+                self.auto_remove_if_exited(id).await
             }
             Err(e) => {
                 tracing::warn!(container.id = %id, error = %e, "operation failed");
@@ -344,7 +424,8 @@ impl Lifecycle {
                 self.db
                     .run(move |c| q::update(c, &id_owned, change))
                     .await?;
-                self.finish(Some(action), Some(e.message)).await
+                self.finish(Some(action), Some(e.message)).await?;
+                self.notify(id).await
             }
         }
     }
@@ -360,7 +441,7 @@ impl Lifecycle {
             .and_then(|i| Uuid::parse_str(i).ok())
         else {
             // Never placed, so nothing exists on any engine.
-            return self.db.run(move |c| q::delete(c, &id_owned)).await;
+            return self.forget(id).await;
         };
         let container = Uuid::parse_str(id).expect("stored ids are uuids");
         if stop_first {
@@ -395,7 +476,7 @@ impl Lifecycle {
         {
             Ok(_) => {
                 tracing::info!(container.id = %id, "container deleted");
-                self.db.run(move |c| q::delete(c, &id_owned)).await
+                self.forget(id).await
             }
             Err(e) if e.kind == AgentErrorKind::Unavailable => self.wait_for_agent(id, &e).await,
             Err(e) => {
@@ -407,8 +488,8 @@ impl Lifecycle {
                 };
                 self.db
                     .run(move |c| q::update(c, &id_owned, change))
-                    .await
-                    .map(|_| ())
+                    .await?;
+                self.notify(id).await
             }
         }
     }
@@ -417,7 +498,7 @@ impl Lifecycle {
     /// transitional status; the reconciler resumes it when the agent reconnects.
     async fn wait_for_agent(&self, id: &str, e: &AgentError) -> Result<(), DbError> {
         tracing::warn!(container.id = %id, error = %e, "agent unavailable; will resume when it reconnects");
-        let id = id.to_owned();
+        let id_owned = id.to_owned();
         let change = ContainerChange {
             status_reason: Some(Some(format!(
                 "Waiting for the instance's agent: {}",
@@ -426,9 +507,9 @@ impl Lifecycle {
             ..Default::default()
         };
         self.db
-            .run(move |c| q::update(c, &id, change))
-            .await
-            .map(|_| ())
+            .run(move |c| q::update(c, &id_owned, change))
+            .await?;
+        self.notify(id).await
     }
 
     async fn fail(&self, id: &str, action: Option<&str>, reason: &str) -> Result<(), DbError> {
@@ -443,7 +524,8 @@ impl Lifecycle {
         self.db
             .run(move |c| q::update(c, &id_owned, change))
             .await?;
-        self.finish(action, Some(reason.to_owned())).await
+        self.finish(action, Some(reason.to_owned())).await?;
+        self.notify(id).await
     }
 
     async fn finish(&self, action: Option<&str>, error: Option<String>) -> Result<(), DbError> {
@@ -466,7 +548,7 @@ impl Lifecycle {
         observed: &ObservedContainer,
         task_state: Option<&str>,
     ) -> Result<(), DbError> {
-        let id = id.to_owned();
+        let id_owned = id.to_owned();
         let instance = instance.to_string();
         let observed = observed.clone();
         let task_state = task_state.map(str::to_owned);
@@ -474,10 +556,11 @@ impl Lifecycle {
             .run(move |c| {
                 let mut change = observation_change(&observed);
                 change.task_state = Some(task_state);
-                q::update(c, &id, change)?;
-                q::record_ports(c, &port_rows(&id, &instance, &observed))
+                q::update(c, &id_owned, change)?;
+                q::record_ports(c, &port_rows(&id_owned, &instance, &observed))
             })
-            .await
+            .await?;
+        self.notify(id).await
     }
 }
 
@@ -539,6 +622,8 @@ pub fn observation_change(o: &ObservedContainer) -> ContainerChange {
         status_detail: Some(Some(detail)),
         runtime_id: Some(Some(o.runtime_id.clone())),
         started_at: Some(o.started_at.map(|t| t.naive_utc())),
+        exit_code: Some(o.exit_code),
+        finished_at: Some(o.finished_at.map(|t| t.naive_utc())),
         ..Default::default()
     }
 }
@@ -580,6 +665,14 @@ pub fn spec_from_row(row: &ContainerRow) -> ContainerSpec {
         interactive: row.interactive,
         tty: row.tty,
         auto_remove: row.auto_remove,
+        stdin_once: row.stdin_once,
+        user: row.run_user.clone(),
+        // Host access a policy rule granted when the container was made, as recorded
+        // then; none for almost every container.
+        privileges: row
+            .privileges
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
         // Tenant containers never get host mounts or host networking: only instance
         // providers build specs with infra options.
         infra: None,
@@ -643,6 +736,36 @@ mod tests {
         assert_eq!(spec.infra, None);
         let wire = serde_json::to_value(&spec).unwrap();
         assert!(wire.get("infra").is_none(), "{wire}");
+    }
+
+    #[test]
+    fn an_exit_is_recorded_with_its_code_and_time() {
+        let mut o = observed(RuntimeState::Exited);
+        o.finished_at = Some(chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap());
+        let change = observation_change(&o);
+        assert_eq!(change.exit_code, Some(Some(137)));
+        assert_eq!(
+            change.finished_at,
+            Some(Some(
+                chrono::DateTime::from_timestamp(1_700_000_000, 0)
+                    .unwrap()
+                    .naive_utc()
+            ))
+        );
+    }
+
+    #[test]
+    fn a_tenant_spec_carries_the_privileges_recorded_at_create() {
+        let mut row =
+            crate::db::instances::tests::container(&Uuid::new_v4().to_string(), "p1", Some("i1"));
+        assert_eq!(spec_from_row(&row).privileges, None);
+        row.privileges = Some(r#"{"privileged":true}"#.into());
+        row.run_user = Some("nobody".into());
+        row.stdin_once = true;
+        let spec = spec_from_row(&row);
+        assert!(spec.privileges.unwrap().privileged);
+        assert_eq!(spec.user.as_deref(), Some("nobody"));
+        assert!(spec.stdin_once);
     }
 
     #[test]

@@ -135,7 +135,7 @@ async fn full_state(
                 tracing::info!(container.id = %id, "resuming an interrupted delete");
                 state.lifecycle.spawn_delete(id, false);
             }
-            Verdict::Forget => state.db.run(move |c| q::delete(c, &id)).await?,
+            Verdict::Forget => state.lifecycle.forget(&id).await?,
             Verdict::Vanished => {
                 let change = ContainerChange {
                     status: Some(ContainerStatus::Error.as_str().into()),
@@ -145,7 +145,12 @@ async fn full_state(
                     task_state: Some(None),
                     ..Default::default()
                 };
-                state.db.run(move |c| q::update(c, &id, change)).await?;
+                let id_owned = id.clone();
+                state
+                    .db
+                    .run(move |c| q::update(c, &id_owned, change))
+                    .await?;
+                state.lifecycle.notify(&id).await?;
             }
             Verdict::Leave => {}
         }
@@ -188,11 +193,12 @@ async fn record(
     instance: &str,
     o: ObservedContainer,
 ) -> Result<(), DbError> {
-    let id = id.to_owned();
+    let id_owned = id.to_owned();
     let instance = instance.to_owned();
     state
         .db
         .run(move |c| {
+            let id = id_owned;
             // A row being created or deleted is driven by its operation; don't let an
             // observation move it out of that status.
             let Some(row) = q::get(c, &id)? else {
@@ -209,7 +215,9 @@ async fn record(
             q::update(c, &id, change)?;
             q::record_ports(c, &port_rows(&id, &instance, &o))
         })
-        .await
+        .await?;
+    state.lifecycle.notify(id).await?;
+    state.lifecycle.auto_remove_if_exited(id).await
 }
 
 async fn apply_event(
@@ -224,14 +232,16 @@ async fn apply_event(
         }
         ContainerEvent::Removed { uuid } => {
             let id = uuid.to_string();
-            state
+            let id_owned = id.clone();
+            let forget = state
                 .db
                 .run(move |c| {
-                    let Some(row) = q::get(c, &id)? else { return Ok(()) };
+                    let id = id_owned;
+                    let Some(row) = q::get(c, &id)? else { return Ok(false) };
                     match ContainerStatus::from_db(&row.status) {
                         // Deletes remove the row themselves once the agent confirms.
-                        ContainerStatus::Deleting | ContainerStatus::Creating => Ok(()),
-                        _ if row.auto_remove => q::delete(c, &id),
+                        ContainerStatus::Deleting | ContainerStatus::Creating => Ok(false),
+                        _ if row.auto_remove => Ok(true),
                         _ => {
                             let change = ContainerChange {
                                 status: Some(ContainerStatus::Error.as_str().into()),
@@ -242,11 +252,16 @@ async fn apply_event(
                                 task_state: Some(None),
                                 ..Default::default()
                             };
-                            q::update(c, &id, change).map(|_| ())
+                            q::update(c, &id, change).map(|_| false)
                         }
                     }
                 })
-                .await
+                .await?;
+            if forget {
+                state.lifecycle.forget(&id).await
+            } else {
+                state.lifecycle.notify(&id).await
+            }
         }
     }
 }

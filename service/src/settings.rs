@@ -53,6 +53,59 @@ pub struct ServiceSettings {
     /// How containers are placed on instances, and the size of instances made on demand.
     #[serde(default)]
     pub placement: PlacementSettings,
+    /// The Docker-compatible endpoint's listeners (`[docker]`); both off by default.
+    #[serde(default)]
+    pub docker: DockerSettings,
+}
+
+/// The `[docker]` section: the Docker-compatible endpoint.
+///
+/// The plain listener must be a loopback address (token headers travel in clear);
+/// other hosts use the TLS listener, whose certificates come from `tls_dir` (a CA and
+/// server certificate made there) or from the deployment's own files (`ca_cert`,
+/// `ca_key`, `server_cert`, `server_key`, all four).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DockerSettings {
+    /// Plain HTTP listener (loopback only), e.g. `127.0.0.1:2375`.
+    pub listen: Option<SocketAddr>,
+    /// TLS listener, e.g. `0.0.0.0:2376`.
+    pub tls_listen: Option<SocketAddr>,
+    /// Where the generated CA (`ca.pem`, `ca-key.pem`) and server certificate live.
+    pub tls_dir: Option<PathBuf>,
+    /// The deployment's CA certificate (PEM), which signs client certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub ca_key: Option<PathBuf>,
+    /// The TLS listener's certificate chain (PEM).
+    pub server_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub server_key: Option<PathBuf>,
+    /// The host name or address clients reach the TLS listener at: `docker_host` in
+    /// issued credentials, and a name of the generated server certificate (default:
+    /// the listener's address, or the API's host when it listens on all addresses).
+    pub public_host: Option<String>,
+    /// More names (DNS or IP) for the generated server certificate.
+    pub server_names: Vec<String>,
+    /// How long client certificates are valid, in days.
+    pub client_cert_days: u32,
+}
+
+impl Default for DockerSettings {
+    fn default() -> Self {
+        DockerSettings {
+            listen: None,
+            tls_listen: None,
+            tls_dir: None,
+            ca_cert: None,
+            ca_key: None,
+            server_cert: None,
+            server_key: None,
+            public_host: None,
+            server_names: Vec::new(),
+            client_cert_days: 365,
+        }
+    }
 }
 
 /// Which of the instances a container fits on it goes to.

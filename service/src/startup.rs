@@ -1,7 +1,8 @@
 //! Building and running the service: `Application::build(settings)` binds the listener
 //! and connects everything; `run_until_stopped()` serves until shutdown.
 
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, App, HttpServer};
@@ -13,6 +14,8 @@ use uuid::Uuid;
 use crate::agents::Agents;
 use crate::db::models::{ProjectRow, RoleAssignmentRow, UserRow};
 use crate::db::{self, instances, Db};
+use crate::docker_api::certs::{self, Issuer, TlsSource};
+use crate::docker_api::DockerShared;
 use crate::identity::keys::SigningKey;
 use crate::identity::keystone::{self, KeystoneValidator};
 use crate::identity::password;
@@ -20,7 +23,7 @@ use crate::identity::tokens::TokenSigner;
 use crate::lifecycle::Lifecycle;
 use crate::providers::docker::{DockerOptions, DockerProvider};
 use crate::providers::{static_hosts, Provisioner};
-use crate::settings::ServiceSettings;
+use crate::settings::{DockerSettings, ServiceSettings};
 use crate::state::AppState;
 use crate::{api, identity, reconciler};
 
@@ -35,6 +38,10 @@ pub struct Application {
     port: u16,
     state: AppState,
     credential_key: SigningKey,
+    docker_addr: Option<SocketAddr>,
+    docker_tls_addr: Option<SocketAddr>,
+    /// The Docker endpoint's accept loops, stopped with the application.
+    _docker_tasks: AbortOnDrop,
 }
 
 /// The result of making sure the admin account exists.
@@ -80,7 +87,9 @@ impl Application {
         );
         let providers = Provisioner::new(db.clone());
         providers.set_placement(settings.placement.clone());
-        let lifecycle = Lifecycle::new(db.clone(), agents.clone(), providers.clone());
+        let watch = crate::watch::ContainerWatch::new();
+        let lifecycle =
+            Lifecycle::new(db.clone(), agents.clone(), providers.clone(), watch.clone());
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding the API listener on {}", settings.listen))?;
@@ -99,6 +108,7 @@ impl Application {
             })
             .trim_end_matches('/')
             .to_owned();
+        let docker = DockerListeners::bind(&settings.docker, &public_url).await?;
         let state = AppState {
             db,
             tokens: TokenSigner::new(token_key, settings.token_ttl),
@@ -109,6 +119,8 @@ impl Application {
             region: settings.region.clone(),
             policy: std::sync::Arc::new(policy),
             keystone,
+            watch,
+            docker_issuer: docker.issuer.clone(),
         };
         tokio::spawn(reconciler::run(state.clone(), notes));
         tokio::spawn(crate::instances_monitor::run(
@@ -160,17 +172,37 @@ impl Application {
         .listen(listener)?
         .run();
         tracing::info!(port, url = %state.public_url, "API listening");
+        let docker_addr = docker.plain.as_ref().map(|l| l.local_addr()).transpose()?;
+        let docker_tls_addr = docker
+            .tls
+            .as_ref()
+            .map(|(l, _)| l.local_addr())
+            .transpose()?;
+        let docker_tasks = docker.spawn(&state);
         Ok(Application {
             server,
             port,
             state,
             credential_key,
+            docker_addr,
+            docker_tls_addr,
+            _docker_tasks: docker_tasks,
         })
     }
 
     /// The port the API listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Where the Docker endpoint's plain (loopback) listener is bound, if it is on.
+    pub fn docker_addr(&self) -> Option<SocketAddr> {
+        self.docker_addr
+    }
+
+    /// Where the Docker endpoint's TLS listener is bound, if it is on.
+    pub fn docker_tls_addr(&self) -> Option<SocketAddr> {
+        self.docker_tls_addr
     }
 
     /// The URL clients reach the API at.
@@ -233,6 +265,148 @@ impl Application {
     /// Serves until the server is stopped.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+}
+
+/// The Docker endpoint's listeners, bound, not yet serving.
+struct DockerListeners {
+    plain: Option<tokio::net::TcpListener>,
+    tls: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    issuer: Option<Arc<Issuer>>,
+}
+
+impl DockerListeners {
+    /// Binds what `settings` asks for. A plain listener off loopback is refused: token
+    /// headers would cross the network in clear.
+    async fn bind(settings: &DockerSettings, public_url: &str) -> anyhow::Result<DockerListeners> {
+        let plain = match settings.listen {
+            None => None,
+            Some(addr) if !addr.ip().is_loopback() => anyhow::bail!(
+                "the Docker endpoint's plain listener may only listen on a loopback address (127.0.0.1 or ::1), not {addr}: tokens would travel in clear; use the TLS listener (--docker-tls-listen / [docker] tls_listen) for other hosts"
+            ),
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the Docker listener on {addr}"))?,
+            ),
+        };
+        let Some(addr) = settings.tls_listen else {
+            return Ok(DockerListeners {
+                plain,
+                tls: None,
+                issuer: None,
+            });
+        };
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the Docker TLS listener on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let host = match &settings.public_host {
+            Some(h) => h.clone(),
+            None if bound.ip().is_unspecified() => url::Url::parse(public_url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+            None => bound.ip().to_string(),
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let source = tls_source(settings, &host, bound.ip())?;
+        let (ca, config) = tokio::task::spawn_blocking(move || certs::load(&source))
+            .await?
+            .context("setting up the Docker endpoint's TLS certificates")?;
+        let shown_host = match host.parse::<IpAddr>() {
+            Ok(IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => host,
+        };
+        let issuer = Issuer {
+            ca,
+            validity: std::time::Duration::from_secs(
+                u64::from(settings.client_cert_days.max(1)) * 24 * 3600,
+            ),
+            docker_host: format!("tcp://{shown_host}:{}", bound.port()),
+        };
+        Ok(DockerListeners {
+            plain,
+            tls: Some((listener, config)),
+            issuer: Some(Arc::new(issuer)),
+        })
+    }
+
+    /// Starts the accept loops on the current runtime.
+    fn spawn(self, state: &AppState) -> AbortOnDrop {
+        let shared = DockerShared::new(state.clone());
+        let mut tasks = Vec::new();
+        if let Some(listener) = self.plain {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "Docker endpoint listening (plain, loopback)");
+            }
+            tasks.push(tokio::spawn(crate::docker_api::server::serve_plain(
+                listener,
+                shared.clone(),
+            )));
+        }
+        if let Some((listener, config)) = self.tls {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "Docker endpoint listening (TLS)");
+            }
+            tasks.push(tokio::spawn(crate::docker_api::server::serve_tls(
+                listener, config, shared,
+            )));
+        }
+        AbortOnDrop(tasks)
+    }
+}
+
+/// Where the TLS listener's certificates come from: the deployment's four files, or
+/// a directory where they are made.
+fn tls_source(settings: &DockerSettings, host: &str, bound: IpAddr) -> anyhow::Result<TlsSource> {
+    let files = [
+        &settings.ca_cert,
+        &settings.ca_key,
+        &settings.server_cert,
+        &settings.server_key,
+    ];
+    if files.iter().any(|f| f.is_some()) {
+        let [Some(ca_cert), Some(ca_key), Some(server_cert), Some(server_key)] = files else {
+            anyhow::bail!(
+                "[docker] needs all of ca_cert, ca_key, server_cert and server_key, or none of them (then tls_dir)"
+            );
+        };
+        return Ok(TlsSource::Files {
+            ca_cert: ca_cert.clone(),
+            ca_key: ca_key.clone(),
+            server_cert: server_cert.clone(),
+            server_key: server_key.clone(),
+        });
+    }
+    let Some(dir) = settings.tls_dir.clone() else {
+        anyhow::bail!(
+            "the Docker TLS listener needs certificates: set [docker] tls_dir (a CA is made there) or ca_cert, ca_key, server_cert and server_key"
+        );
+    };
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        host.to_owned(),
+    ];
+    if !bound.is_unspecified() {
+        names.push(bound.to_string());
+    }
+    names.extend(settings.server_names.iter().cloned());
+    Ok(TlsSource::Generated { dir, names })
+}
+
+/// Aborts its tasks when dropped.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 

@@ -29,4 +29,9 @@ pub struct AppState {
     /// Validates tokens against an external Keystone; None: the embedded identity
     /// service issues and checks them.
     pub keystone: Option<crate::identity::keystone::KeystoneValidator>,
+    /// Issues client certificates of the Docker endpoint's TLS listener; None when
+    /// that listener is off.
+    pub docker_issuer: Option<std::sync::Arc<crate::docker_api::certs::Issuer>>,
+    /// Notices of container changes, for callers that wait for a state.
+    pub watch: crate::watch::ContainerWatch,
 }

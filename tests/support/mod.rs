@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod docker;
+
 /// The image the test set-up builds (`scripts/build-test-image`).
 pub const IMAGE: &str = "berth-test/busybox:latest";
 
@@ -54,6 +56,10 @@ pub struct Berth {
     pub url: String,
     pub instance: String,
     pub env: Vec<(String, String)>,
+    /// The Docker endpoint's plain loopback listener, `tcp://127.0.0.1:PORT`.
+    pub docker_host: String,
+    /// The Docker endpoint's TLS listener, `tcp://127.0.0.1:PORT`.
+    pub docker_tls_host: String,
     output: Arc<Mutex<Vec<String>>>,
     /// More `berth up` options, given on every (re)start.
     args: Vec<String>,
@@ -81,6 +87,8 @@ impl Berth {
             url: String::new(),
             instance: String::new(),
             env: Vec::new(),
+            docker_host: String::new(),
+            docker_tls_host: String::new(),
             output: Arc::default(),
         };
         b.launch();
@@ -95,6 +103,11 @@ impl Berth {
             "--listen",
             "127.0.0.1:0",
             "--relay-listen",
+            "127.0.0.1:0",
+            // Port 0: parallel tests never clash on 2375/2376.
+            "--docker-listen",
+            "127.0.0.1:0",
+            "--docker-tls-listen",
             "127.0.0.1:0",
             "--data-dir",
         ])
@@ -137,6 +150,26 @@ impl Berth {
             },
         );
         self.instance = instance;
+        // The Docker endpoint's bound addresses, printed at start-up as
+        // `  docker:   tcp://ADDR:PORT` and `  docker-tls: tcp://ADDR:PORT`.
+        let (docker_host, docker_tls_host) = wait_for(
+            "berth up to print its Docker listeners",
+            Duration::from_secs(60),
+            || {
+                let output = self.output.lock().unwrap();
+                let find = |key: &str| {
+                    output.iter().find_map(|l| {
+                        l.trim()
+                            .strip_prefix(key)
+                            .map(|r| r.trim().to_owned())
+                            .filter(|r| r.starts_with("tcp://"))
+                    })
+                };
+                Some((find("docker:")?, find("docker-tls:")?))
+            },
+        );
+        self.docker_host = docker_host;
+        self.docker_tls_host = docker_tls_host;
         let openrc =
             std::fs::read_to_string(self.data.path().join("openrc")).expect("openrc written");
         self.env = openrc

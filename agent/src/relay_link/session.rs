@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!  engine events ─▶ forwarder ─▶ event task ─┐
-//!  commands ─▶ one task each ────────────────┼─▶ bounded queue ─▶ writer ─▶ relay
+//!  commands ─▶ one task each ────────────────┤
+//!  streams ─▶ one task each ─────────────────┼─▶ bounded queue ─▶ writer ─▶ relay
 //!  resync ─▶ snapshot task ──────────────────┘        (+ pings)
 //!  relay ─▶ reader (this task; 45 s without a frame ends the connection)
 //! ```
@@ -11,15 +12,19 @@
 //! frames never interleave and a slow relay slows the agent down instead of growing
 //! its memory.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use berth_proto::{AgentToRelay, ContainerEvent, RelayToAgent};
+use berth_proto::{
+    AgentError, AgentErrorKind, AgentToRelay, ContainerEvent, RelayToAgent, StreamEnd, StreamId,
+    StreamMessage,
+};
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
@@ -45,6 +50,39 @@ const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 const OUTGOING_QUEUE: usize = 256;
 /// Engine events buffered between the engine and the event task.
 const EVENT_QUEUE: usize = 1024;
+/// Streams open at once on one connection. Counted apart from commands, so a long
+/// `logs -f` never takes a command's place.
+pub(crate) const MAX_STREAMS: usize = 256;
+/// Messages from the service queued for one stream. The service keeps within the
+/// stdin credit, so only a misbehaving peer fills it; the stream is then dropped.
+const STREAM_INBOUND_QUEUE: usize = 256;
+
+/// The open streams of one connection.
+#[derive(Default)]
+struct StreamTable {
+    /// Where the relay's messages for each open stream go.
+    open: HashMap<StreamId, mpsc::Sender<StreamMessage>>,
+    /// Attaches being set up, by container: each turns `true` once the engine has
+    /// attached (or is dropped when the attach failed).
+    attaching: HashMap<uuid::Uuid, Vec<watch::Receiver<bool>>>,
+}
+
+impl StreamTable {
+    /// The attaches to `container` still being set up, to wait for.
+    fn attaches_to(&mut self, container: uuid::Uuid) -> Vec<watch::Receiver<bool>> {
+        let Some(pending) = self.attaching.get_mut(&container) else {
+            return Vec::new();
+        };
+        pending.retain(|ready| !*ready.borrow() && ready.has_changed().is_ok());
+        if pending.is_empty() {
+            self.attaching.remove(&container);
+            return Vec::new();
+        }
+        pending.clone()
+    }
+}
+
+type Streams = Arc<Mutex<StreamTable>>;
 
 /// Run one connection to the relay until it ends. `established` is set once the
 /// handshake succeeds, so the caller can tell a refusal from a dropped connection.
@@ -88,6 +126,8 @@ pub(crate) async fn run(
     let (sink, mut stream) = socket.split();
 
     let (out_tx, out_rx) = mpsc::channel(OUTGOING_QUEUE);
+    // Dropped with this connection: every stream task then sees its inbound end and stops.
+    let streams: Streams = Arc::default();
     tasks.spawn(write_loop(sink, out_rx));
     // The state goes first: nothing else can be queued before it.
     out_tx
@@ -113,10 +153,10 @@ pub(crate) async fn run(
                         return Ok(());
                     }
                     Some(Ok(Message::Text(text))) => {
-                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &out_tx);
+                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &streams, &out_tx);
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        dispatch(framing::decode(&bytes), runtime, commands, &out_tx);
+                        dispatch(framing::decode(&bytes), runtime, commands, &streams, &out_tx);
                     }
                     // Pings are answered by tungstenite; any frame proves the peer alive.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -188,6 +228,7 @@ fn dispatch(
     inbound: Inbound,
     runtime: &Runtime,
     commands: &Arc<Semaphore>,
+    streams: &Streams,
     out_tx: &mpsc::Sender<AgentToRelay>,
 ) {
     match inbound {
@@ -201,9 +242,19 @@ fn dispatch(
                 request.id = %request,
                 action.id = action.map(tracing::field::display),
                 instance.id = %runtime.instance(),
-                container.id = %crate::runtime::command_container(&command),
+                container.id = crate::runtime::command_container(&command).map(tracing::field::display),
                 command = command.name(),
             );
+            // `docker run` attaches, then starts: a start must not overtake an attach the
+            // service asked for before it, or the first output would be lost.
+            let attaches = match &command {
+                berth_proto::Command::Start { container }
+                | berth_proto::Command::Restart { container, .. } => streams
+                    .lock()
+                    .expect("streams lock")
+                    .attaches_to(*container),
+                _ => Vec::new(),
+            };
             let runtime = runtime.clone();
             let commands = Arc::clone(commands);
             let out_tx = out_tx.clone();
@@ -211,6 +262,10 @@ fn dispatch(
             // even if the connection drops; the service retries and finds its result.
             tokio::spawn(
                 async move {
+                    for mut attach in attaches {
+                        // An attach that failed drops its sender: nothing to wait for.
+                        let _ = attach.wait_for(|ready| *ready).await;
+                    }
                     let Ok(_permit) = commands.acquire_owned().await else {
                         return;
                     };
@@ -232,26 +287,26 @@ fn dispatch(
                 .instrument(span),
             );
         }
-        Inbound::Message(RelayToAgent::StreamOpen { stream, .. }) => {
-            // Streams are not served yet: end the stream at once so the caller gets an
-            // answer instead of waiting.
-            let out_tx = out_tx.clone();
-            tokio::spawn(async move {
-                let end = berth_proto::StreamMessage::End(berth_proto::StreamEnd::Failed {
-                    error: berth_proto::AgentError::new(
-                        berth_proto::AgentErrorKind::Runtime,
-                        "this agent does not serve streams",
-                    ),
-                });
-                let _ = out_tx
-                    .send(AgentToRelay::Stream {
-                        stream,
-                        message: end,
-                    })
-                    .await;
-            });
+        Inbound::Message(RelayToAgent::StreamOpen {
+            stream,
+            action,
+            open,
+        }) => open_stream(stream, action, open, runtime, streams, out_tx),
+        Inbound::Message(RelayToAgent::Stream { stream, message }) => {
+            let mut table = streams.lock().expect("streams lock");
+            let table = &mut table.open;
+            let Some(tx) = table.get(&stream) else {
+                // Already ended here; the service learns that from the end it gets.
+                return;
+            };
+            let cancel = matches!(message, StreamMessage::Cancel);
+            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(message) {
+                tracing::warn!(stream.id = %stream, "the service sent more than its credit; dropping the stream");
+                table.remove(&stream);
+            } else if cancel {
+                table.remove(&stream);
+            }
         }
-        Inbound::Message(RelayToAgent::Stream { .. }) => {}
         Inbound::Message(RelayToAgent::Resync) => {
             let runtime = runtime.clone();
             let out_tx = out_tx.clone();
@@ -283,6 +338,105 @@ fn dispatch(
             }
         }
     }
+}
+
+/// Start serving one stream in its own task, unless too many are open.
+fn open_stream(
+    stream: StreamId,
+    action: Option<uuid::Uuid>,
+    open: berth_proto::StreamOpen,
+    runtime: &Runtime,
+    streams: &Streams,
+    out_tx: &mpsc::Sender<AgentToRelay>,
+) {
+    let span = tracing::info_span!(
+        "stream",
+        stream.id = %stream,
+        action.id = action.map(tracing::field::display),
+        instance.id = %runtime.instance(),
+        stream.kind = open.name(),
+    );
+    let (tx, rx) = mpsc::channel(STREAM_INBOUND_QUEUE);
+    let (attached_tx, attached_rx) = watch::channel(false);
+    let refusal = {
+        let mut table = streams.lock().expect("streams lock");
+        if table.open.contains_key(&stream) {
+            Some(format!("stream {stream} is already open on this agent"))
+        } else if table.open.len() >= MAX_STREAMS {
+            Some(format!(
+                "instance {} already serves {MAX_STREAMS} streams (attach, exec, logs, pull); \
+                 close some and retry",
+                runtime.instance()
+            ))
+        } else {
+            table.open.insert(stream, tx);
+            if let berth_proto::StreamOpen::Attach { container, .. } = &open {
+                table
+                    .attaching
+                    .entry(*container)
+                    .or_default()
+                    .push(attached_rx);
+            }
+            None
+        }
+    };
+    let out_tx = out_tx.clone();
+    if let Some(refusal) = refusal {
+        let _guard = span.enter();
+        tracing::warn!(reason = %refusal, "stream refused");
+        tokio::spawn(async move {
+            let end = StreamMessage::End(StreamEnd::Failed {
+                error: AgentError::new(AgentErrorKind::Runtime, refusal),
+            });
+            let _ = out_tx
+                .send(AgentToRelay::Stream {
+                    stream,
+                    message: end,
+                })
+                .await;
+        });
+        return;
+    }
+    let attach_to = match &open {
+        berth_proto::StreamOpen::Attach { container, .. } => Some(*container),
+        _ => None,
+    };
+    let runtime = runtime.clone();
+    let streams = Arc::clone(streams);
+    tokio::spawn(
+        async move {
+            tracing::info!("stream opened");
+            let end = runtime
+                .serve_stream(stream, open, rx, out_tx.clone(), attached_tx)
+                .await;
+            {
+                let mut table = streams.lock().expect("streams lock");
+                table.open.remove(&stream);
+                if let Some(container) = attach_to {
+                    // Forget attaches that are set up, so the table does not grow.
+                    table.attaches_to(container);
+                }
+            }
+            match end {
+                None => tracing::info!("stream cancelled"),
+                Some(end) => {
+                    match &end {
+                        StreamEnd::Failed { error } => {
+                            tracing::info!(error.kind = ?error.kind, error.message = %error.message, "stream failed")
+                        }
+                        other => tracing::info!(end = ?other, "stream ended"),
+                    }
+                    let _ = out_tx
+                        .send(AgentToRelay::Stream {
+                            stream,
+                            message: StreamMessage::End(end),
+                        })
+                        .await;
+                }
+            }
+        }
+        .instrument(span),
+    );
 }
 
 /// Turn engine events into numbered [`AgentToRelay::Event`]s, in engine order.

@@ -8,8 +8,10 @@
 
 mod errors;
 mod events;
+mod images;
 mod observe;
 mod spec;
+pub(crate) mod streams;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +25,8 @@ use bollard::errors::Error as EngineError;
 use bollard::models::{ContainerInspectResponse, EventMessage};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, EventsOptions, KillContainerOptions,
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, RestartContainerOptions,
-    StopContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, ResizeContainerTTYOptions,
+    RestartContainerOptions, StopContainerOptions, TopOptions,
 };
 use bollard::Docker;
 use futures_util::{Stream, StreamExt as _};
@@ -169,11 +171,22 @@ impl Runtime {
                 container,
                 cpu,
                 memory_mib,
-            } => self.update(container, cpu, memory_mib).await,
+                restart,
+            } => self.update(container, cpu, memory_mib, restart).await,
             Command::Inspect { container } => {
                 let inspect = self.require(container).await?;
                 Ok(Outcome::Container(observed(container, &inspect)))
             }
+            Command::Top { container, ps_args } => self.top(container, ps_args).await,
+            Command::Resize {
+                container,
+                height,
+                width,
+            } => self.resize(container, height, width).await,
+            Command::Images => self.images().await,
+            Command::ImageInspect { reference } => self.image_inspect(&reference).await,
+            Command::ImageRemove { reference, force } => self.image_remove(&reference, force).await,
+            Command::RegistryLogin { auth } => self.registry_login(&auth).await,
         }
     }
 
@@ -632,12 +645,57 @@ impl Runtime {
         Ok(Outcome::Logs(buffer.into_text()))
     }
 
-    async fn update(&self, container: Uuid, cpu: Option<f64>, memory_mib: Option<i64>) -> Reply {
+    async fn top(&self, container: Uuid, ps_args: Option<String>) -> Reply {
+        let inspect = self.require(container).await?;
+        if current_state(&inspect) != RuntimeState::Running
+            && current_state(&inspect) != RuntimeState::Paused
+        {
+            return Err(AgentError::new(
+                AgentErrorKind::Conflict,
+                format!(
+                    "container {container} is not running on instance {}; start it to see its \
+                     processes",
+                    self.instance
+                ),
+            ));
+        }
+        let options = ps_args.map(|ps_args| TopOptions { ps_args });
+        let top = self
+            .docker
+            .top_processes(&berth_proto::docker_name(container), options)
+            .await
+            .map_err(|err| classify("list the processes of", container, self.instance, &err))?;
+        Ok(Outcome::Top {
+            titles: top.titles.unwrap_or_default(),
+            processes: top.processes.unwrap_or_default(),
+        })
+    }
+
+    async fn resize(&self, container: Uuid, height: u16, width: u16) -> Reply {
+        self.require(container).await?;
+        let options = ResizeContainerTTYOptions {
+            h: i32::from(height),
+            w: i32::from(width),
+        };
+        self.docker
+            .resize_container_tty(&berth_proto::docker_name(container), options)
+            .await
+            .map_err(|err| classify("resize the TTY of", container, self.instance, &err))?;
+        Ok(Outcome::Done)
+    }
+
+    async fn update(
+        &self,
+        container: Uuid,
+        cpu: Option<f64>,
+        memory_mib: Option<i64>,
+        restart: Option<(String, i64)>,
+    ) -> Reply {
         self.require(container).await?;
         self.docker
             .update_container(
                 &berth_proto::docker_name(container),
-                spec::update_body(cpu, memory_mib),
+                spec::update_body(cpu, memory_mib, restart.as_ref()),
             )
             .await
             .map_err(|err| classify("update", container, self.instance, &err))?;
@@ -645,9 +703,10 @@ impl Runtime {
     }
 }
 
-/// The Berth container a command acts on (for a create, the one it makes).
-pub(crate) fn command_container(command: &Command) -> Uuid {
-    match command {
+/// The Berth container a command acts on (for a create, the one it makes); `None`
+/// for commands on images or the engine.
+pub(crate) fn command_container(command: &Command) -> Option<Uuid> {
+    Some(match command {
         Command::Create { spec } => spec.uuid,
         Command::Start { container }
         | Command::Stop { container, .. }
@@ -658,8 +717,14 @@ pub(crate) fn command_container(command: &Command) -> Uuid {
         | Command::Remove { container, .. }
         | Command::Logs { container, .. }
         | Command::Update { container, .. }
-        | Command::Inspect { container } => *container,
-    }
+        | Command::Inspect { container }
+        | Command::Top { container, .. }
+        | Command::Resize { container, .. } => *container,
+        Command::Images
+        | Command::ImageInspect { .. }
+        | Command::ImageRemove { .. }
+        | Command::RegistryLogin { .. } => return None,
+    })
 }
 
 /// The state of an inspected container.
@@ -738,7 +803,11 @@ mod tests {
     #[test]
     fn the_target_of_a_create_is_the_container_it_makes() {
         let container = Uuid::new_v4();
-        assert_eq!(command_container(&Command::Pause { container }), container);
+        assert_eq!(
+            command_container(&Command::Pause { container }),
+            Some(container)
+        );
+        assert_eq!(command_container(&Command::Images), None);
         let spec = ContainerSpec {
             uuid: container,
             image: "img".to_owned(),
@@ -756,13 +825,16 @@ mod tests {
             interactive: false,
             tty: false,
             auto_remove: false,
+            stdin_once: false,
+            user: None,
+            privileges: None,
             infra: None,
         };
         assert_eq!(
             command_container(&Command::Create {
                 spec: Box::new(spec)
             }),
-            container
+            Some(container)
         );
     }
 

@@ -109,26 +109,73 @@ pub(crate) fn create_body(spec: &ContainerSpec, instance: Uuid) -> ContainerCrea
         tty: Some(spec.tty),
         open_stdin: Some(spec.interactive),
         attach_stdin: Some(spec.interactive),
+        stdin_once: Some(spec.stdin_once),
+        user: spec.user.clone().filter(|u| !u.is_empty()),
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        host_config: Some(HostConfig {
-            nano_cpus: nano_cpus(spec.cpu),
-            memory: memory_bytes(spec.memory_mib),
-            port_bindings: (!spec.ports.is_empty()).then(|| port_bindings(spec)),
-            restart_policy: Some(restart_policy(
-                &spec.restart_policy,
-                spec.restart_max_retries,
-            )),
-            auto_remove: Some(spec.auto_remove),
-            binds: infra_binds(spec),
-            network_mode: spec
-                .infra
-                .as_ref()
-                .filter(|infra| infra.host_network)
-                .map(|_| "host".to_owned()),
-            ..Default::default()
-        }),
+        host_config: Some(granted(
+            spec,
+            HostConfig {
+                nano_cpus: nano_cpus(spec.cpu),
+                memory: memory_bytes(spec.memory_mib),
+                port_bindings: (!spec.ports.is_empty()).then(|| port_bindings(spec)),
+                restart_policy: Some(restart_policy(
+                    &spec.restart_policy,
+                    spec.restart_max_retries,
+                )),
+                // The service removes an auto_remove container once it has recorded its
+                // exit code; the engine removing it first would lose that code.
+                auto_remove: Some(false),
+                binds: infra_binds(spec),
+                network_mode: spec
+                    .infra
+                    .as_ref()
+                    .filter(|infra| infra.host_network)
+                    .map(|_| "host".to_owned()),
+                ..Default::default()
+            },
+        )),
         ..Default::default()
     }
+}
+
+/// Applies the host access policy granted to a tenant's container (nothing for almost
+/// every container: `spec.privileges` is `None` unless a policy rule allowed it).
+fn granted(spec: &ContainerSpec, mut host: HostConfig) -> HostConfig {
+    let Some(p) = &spec.privileges else {
+        return host;
+    };
+    let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    if p.privileged {
+        host.privileged = Some(true);
+    }
+    if p.network_mode.is_some() {
+        host.network_mode = p.network_mode.clone();
+    }
+    host.pid_mode = p.pid_mode.clone().or(host.pid_mode);
+    host.ipc_mode = p.ipc_mode.clone().or(host.ipc_mode);
+    host.uts_mode = p.uts_mode.clone().or(host.uts_mode);
+    host.userns_mode = p.userns_mode.clone().or(host.userns_mode);
+    if !p.binds.is_empty() {
+        host.binds
+            .get_or_insert_with(Vec::new)
+            .extend(p.binds.iter().cloned());
+    }
+    if !p.devices.is_empty() {
+        host.devices = Some(
+            p.devices
+                .iter()
+                .map(|d| bollard::models::DeviceMapping {
+                    path_on_host: Some(d.path_on_host.clone()),
+                    path_in_container: Some(d.path_in_container.clone()),
+                    cgroup_permissions: Some(d.cgroup_permissions.clone()),
+                })
+                .collect(),
+        );
+    }
+    host.device_cgroup_rules = some(&p.device_cgroup_rules).or(host.device_cgroup_rules);
+    host.cap_add = some(&p.cap_add).or(host.cap_add);
+    host.security_opt = some(&p.security_opt).or(host.security_opt);
+    host
 }
 
 /// The engine's `Binds` for an infrastructure container's host mounts; `None` for every
@@ -156,12 +203,17 @@ fn infra_binds(spec: &ContainerSpec) -> Option<Vec<String>> {
 /// ("Memory limit should be smaller than already set memoryswap limit"), and a create
 /// without `MemorySwap` gets twice the memory; so swap is always set with memory, to
 /// twice the new limit, which keeps the create-time behaviour and is never refused.
-pub(crate) fn update_body(cpu: Option<f64>, memory_mib: Option<i64>) -> ContainerUpdateBody {
+pub(crate) fn update_body(
+    cpu: Option<f64>,
+    memory_mib: Option<i64>,
+    restart: Option<&(String, i64)>,
+) -> ContainerUpdateBody {
     let memory = memory_mib.and_then(memory_bytes);
     ContainerUpdateBody {
         nano_cpus: cpu.and_then(nano_cpus),
         memory,
         memory_swap: memory.map(|bytes| bytes.saturating_mul(2)),
+        restart_policy: restart.map(|(name, retries)| restart_policy(name, *retries)),
         ..Default::default()
     }
 }
@@ -223,8 +275,74 @@ mod tests {
             interactive: true,
             tty: false,
             auto_remove: false,
+            stdin_once: false,
+            user: None,
+            privileges: None,
             infra: None,
         }
+    }
+
+    #[test]
+    fn a_tenant_spec_without_privileges_gets_no_host_access() {
+        let body = create_body(&spec(), Uuid::nil());
+        let host = body.host_config.unwrap();
+        assert_eq!(host.privileged, None);
+        assert_eq!(host.network_mode, None);
+        assert_eq!(host.pid_mode, None);
+        assert_eq!(host.binds, None);
+        assert_eq!(host.cap_add, None);
+        assert_eq!(host.devices, None);
+        assert_eq!(host.security_opt, None);
+    }
+
+    #[test]
+    fn an_update_may_change_the_restart_policy() {
+        let body = update_body(None, None, Some(&("on-failure".to_owned(), 3)));
+        let policy = body.restart_policy.unwrap();
+        assert_eq!(policy.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+        assert_eq!(policy.maximum_retry_count, Some(3));
+        assert_eq!(update_body(Some(1.0), None, None).restart_policy, None);
+    }
+
+    #[test]
+    fn granted_privileges_reach_the_engine() {
+        let mut s = spec();
+        s.user = Some("1000:1000".into());
+        s.stdin_once = true;
+        s.auto_remove = true;
+        s.privileges = Some(berth_proto::Privileges {
+            privileged: true,
+            network_mode: Some("host".into()),
+            pid_mode: Some("host".into()),
+            binds: vec!["/srv:/srv:ro".into()],
+            cap_add: vec!["NET_ADMIN".into()],
+            security_opt: vec!["seccomp=unconfined".into()],
+            devices: vec![berth_proto::DeviceMapping {
+                path_on_host: "/dev/fuse".into(),
+                path_in_container: "/dev/fuse".into(),
+                cgroup_permissions: "rwm".into(),
+            }],
+            ..Default::default()
+        });
+        let body = create_body(&s, Uuid::nil());
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.stdin_once, Some(true));
+        let host = body.host_config.unwrap();
+        // The service removes auto_remove containers after recording the exit code.
+        assert_eq!(host.auto_remove, Some(false));
+        assert_eq!(host.privileged, Some(true));
+        assert_eq!(host.network_mode.as_deref(), Some("host"));
+        assert_eq!(host.pid_mode.as_deref(), Some("host"));
+        assert_eq!(host.binds, Some(vec!["/srv:/srv:ro".to_owned()]));
+        assert_eq!(host.cap_add, Some(vec!["NET_ADMIN".to_owned()]));
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["seccomp=unconfined".to_owned()])
+        );
+        assert_eq!(
+            host.devices.unwrap()[0].path_on_host.as_deref(),
+            Some("/dev/fuse")
+        );
     }
 
     #[test]
@@ -342,11 +460,11 @@ mod tests {
 
     #[test]
     fn update_sets_swap_to_twice_the_memory_so_the_engine_never_refuses() {
-        let body = update_body(Some(1.5), Some(128));
+        let body = update_body(Some(1.5), Some(128), None);
         assert_eq!(body.nano_cpus, Some(1_500_000_000));
         assert_eq!(body.memory, Some(128 * 1024 * 1024));
         assert_eq!(body.memory_swap, Some(256 * 1024 * 1024));
-        let cpu_only = update_body(Some(1.0), None);
+        let cpu_only = update_body(Some(1.0), None, None);
         assert_eq!(cpu_only.memory, None);
         assert_eq!(cpu_only.memory_swap, None);
     }

@@ -138,6 +138,24 @@ pub enum Command {
     InstanceList,
     /// Issue a token (expires, id, project_id, user_id)
     TokenIssue,
+    /// Get a client certificate for the Docker endpoint and write a DOCKER_CERT_PATH directory
+    #[command(
+        after_help = "Prints the DOCKER_HOST, DOCKER_TLS_VERIFY and DOCKER_CERT_PATH lines to export: \
+                      eval \"$(osc docker-credentials)\" && docker ps"
+    )]
+    DockerCredentials {
+        /// Directory for ca.pem, cert.pem and key.pem (default: ~/.berth/docker)
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// List your project's Docker client certificates
+    DockerCredentialsList,
+    /// Revoke a Docker client certificate of your project
+    DockerCredentialsRevoke {
+        /// The certificate's fingerprint (SHA-256, hex)
+        #[arg(value_name = "FINGERPRINT")]
+        fingerprint: String,
+    },
     /// Projects, users, roles and the catalog.
     #[command(flatten)]
     Identity(identity::IdentityCommand),
@@ -355,6 +373,23 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
         }
     }
 
+    // Where the certificate directory goes is settled before anything is sent.
+    let cert_dir = match &command {
+        Command::DockerCredentials { dir } => Some(match dir {
+            Some(dir) => dir.clone(),
+            None => env
+                .config_dirs
+                .home
+                .as_ref()
+                .map(|home| home.join(".berth").join("docker"))
+                .ok_or_else(|| {
+                    CliError::new("no home directory to put the certificates in")
+                        .with_hint("give --dir DIR")
+                })?,
+        }),
+        _ => None,
+    };
+
     let config = auth.resolve(&env.config_dirs)?;
     let client = Client::authenticate(config)
         .await
@@ -498,6 +533,49 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
             output.format,
             &output.columns,
         )?),
+        Command::DockerCredentials { .. } => {
+            let dir = cert_dir.expect("settled above");
+            let (key, csr) = crate::docker::key_and_csr()
+                .map_err(|e| CliError::new(format!("could not make a key and CSR: {e}")))?;
+            let issued = client
+                .create_docker_credentials(&csr)
+                .await
+                .map_err(CliError::from_api)?;
+            let dir = crate::docker::write_cert_dir(&dir, &issued, &key).map_err(|e| {
+                CliError::new(format!(
+                    "could not write the certificates to {}: {e}",
+                    dir.display()
+                ))
+            })?;
+            eprintln!(
+                "Wrote ca.pem, cert.pem and key.pem to {} (certificate {}, expires {}).",
+                dir.display(),
+                issued.fingerprint,
+                issued.expires_at
+            );
+            print(&crate::docker::exports(&issued.docker_host, &dir))
+        }
+        Command::DockerCredentialsList => {
+            let views = client
+                .list_docker_credentials()
+                .await
+                .map_err(CliError::from_api)?;
+            let records: Vec<_> = views
+                .iter()
+                .map(|v| hosts::object_record(v, crate::docker::CREDENTIAL_FIELDS))
+                .collect();
+            print(&output::render_many(
+                &records,
+                crate::docker::CREDENTIAL_FIELDS,
+                crate::docker::CREDENTIAL_LIST_COLUMNS,
+                output.format,
+                &output.columns,
+            )?)
+        }
+        Command::DockerCredentialsRevoke { fingerprint } => client
+            .revoke_docker_credentials(&fingerprint)
+            .await
+            .map_err(CliError::from_api),
         Command::Identity(command) => {
             print(&identity::run(&client, command, output.format, &output.columns).await?)
         }

@@ -3,28 +3,23 @@
 use std::collections::{BTreeMap, HashMap};
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use berth_proto::{AgentErrorKind, Command, Outcome, PortBinding};
+use berth_proto::{PortBinding, Privileges};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 use super::error::ApiError;
 use super::params::{flex_bool, flex_f64, flex_i64, Params};
 use super::views;
-use crate::db::containers::{self as q, ContainerChange, ListFilter, Lookup};
-use crate::db::models::{ActionRow, ContainerRow, InstanceRow, PortRow};
-use crate::db::{self, instances, now};
+use crate::containers::{self as service, find, NewContainer, Op, Scope};
+use crate::db::containers::{self as q, ListFilter};
+use crate::db::instances;
+use crate::db::models::{ContainerRow, InstanceRow, PortRow};
 use crate::domain::{
-    ContainerName, ContainerStatus, CpuLimit, ImageRef, MemoryMib, PortMapping, RestartPolicy,
-    Signal, TaskState,
+    ContainerName, CpuLimit, ImageRef, MemoryMib, PortMapping, RestartPolicy, Signal,
 };
 use crate::identity::RequestContext;
-use crate::lifecycle::Operation;
 use crate::policy::Target;
-use crate::scheduler;
 use crate::state::AppState;
-
-use ContainerStatus as S;
 
 /// Registers the container routes (relative to `/v1`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -88,30 +83,6 @@ struct RestartPolicyBody {
     name: String,
     #[serde(rename = "MaximumRetryCount")]
     max_retries: Option<Value>,
-}
-
-/// A parsed create request.
-struct NewContainer {
-    name: ContainerName,
-    image: ImageRef,
-    command: Vec<String>,
-    entrypoint: Option<Vec<String>>,
-    cpu: CpuLimit,
-    memory: MemoryMib,
-    workdir: Option<String>,
-    hostname: Option<String>,
-    labels: BTreeMap<String, String>,
-    environment: BTreeMap<String, String>,
-    restart: RestartPolicy,
-    interactive: bool,
-    tty: bool,
-    auto_remove: bool,
-    privileged: bool,
-    ports: Vec<PortBinding>,
-    /// Zun's `disk`, GB (0: none asked), reserved on the instance.
-    disk_gb: i64,
-    /// Zun's `availability_zone`: the zone of the instance it goes to.
-    availability_zone: Option<String>,
 }
 
 fn unsupported(field: &str, why: &str) -> ApiError {
@@ -294,10 +265,18 @@ impl TryFrom<CreateBody> for NewContainer {
             interactive,
             tty,
             auto_remove,
-            privileged,
             ports,
             disk_gb,
             availability_zone,
+            stdin_once: false,
+            user: None,
+            docker_config: None,
+            // Granted only if policy allows it (checked by the create handler).
+            privileges: privileged.then(|| Privileges {
+                privileged: true,
+                ..Privileges::default()
+            }),
+            unique_name: false,
         })
     }
 }
@@ -337,180 +316,18 @@ async fn create(
         _ => ApiError::BadRequest(format!("The request body is not valid JSON: {e}")),
     })?;
     let new = NewContainer::try_from(parsed)?;
-    if new.privileged {
+    if new.privileges.is_some() {
         state
             .policy
             .enforce("container:create:privileged", &ctx, &Target::own(&ctx))?;
-        // Even where policy allows it, the agent does not run privileged containers.
-        return Err(unsupported(
-            "privileged",
-            "containers share their instance with the project's other containers",
-        ));
     }
-    let id = Uuid::new_v4().to_string();
-    let action_id = Uuid::new_v4().to_string();
-    let t = now();
-    let mut row = ContainerRow {
-        id: id.clone(),
-        project_id: ctx.project_id.clone(),
-        user_id: ctx.user_id.clone(),
-        name: new.name.as_str().to_owned(),
-        image: new.image.as_str().to_owned(),
-        command: serde_json::to_string(&new.command).expect("strings serialise"),
-        entrypoint: new
-            .entrypoint
-            .as_ref()
-            .map(|e| serde_json::to_string(e).expect("strings serialise")),
-        status: S::Creating.as_str().into(),
-        status_reason: None,
-        status_detail: None,
-        task_state: Some(TaskState::ContainerCreating.as_str().into()),
-        cpu: new.cpu.cores(),
-        memory_mib: new.memory.mib(),
-        environment: serde_json::to_string(&new.environment).expect("strings serialise"),
-        labels: serde_json::to_string(&new.labels).expect("strings serialise"),
-        requested_ports: serde_json::to_string(&new.ports).expect("ports serialise"),
-        workdir: new.workdir,
-        hostname: new.hostname,
-        restart_policy: new.restart.name().to_owned(),
-        restart_max_retries: new.restart.max_retries(),
-        interactive: new.interactive,
-        tty: new.tty,
-        auto_remove: new.auto_remove,
-        run_requested: run,
-        instance_id: None,
-        runtime_id: None,
-        started_at: None,
-        created_at: t,
-        updated_at: t,
-    };
-    let ports = new.ports;
-    let action = ActionRow {
-        id: action_id.clone(),
-        container_id: id.clone(),
-        project_id: ctx.project_id.clone(),
-        user_id: ctx.user_id.clone(),
-        action: "create".into(),
-        start_time: t,
-        finish_time: None,
-        result: None,
-        message: None,
-    };
-    let project = ctx.project_id.clone();
-    let providers = state.providers.clone();
-    let ask = scheduler::Ask {
-        cpu: row.cpu,
-        memory_mib: row.memory_mib,
-        disk_gb: new.disk_gb,
-        host_ports: ports
-            .iter()
-            .filter_map(|p| {
-                p.host_port
-                    .map(|h| (p.protocol.as_str().to_owned(), i32::from(h)))
-            })
-            .collect(),
-        availability_zone: new.availability_zone,
-    };
-    let placed = state
-        .db
-        .run(move |c| {
-            // One transaction under the project's lock: the quota check, the placement
-            // (which may record a new instance) and the container row that reserves
-            // its room. A refusal rolls it all back, so no instance is left recorded
-            // for a container that was never made.
-            use diesel::Connection as _;
-            let result = c.transaction::<_, CreateAbort, _>(|c| {
-                crate::db::quotas::lock_project(c, &project)?;
-                let over = crate::db::quotas::exceeded_by_one_more(
-                    c,
-                    &project,
-                    row.cpu,
-                    row.memory_mib,
-                    ask.disk_gb,
-                )?;
-                if !over.is_empty() {
-                    return Err(CreateAbort::Refused(over_quota(&over)));
-                }
-                // A container that fits none of the project's instances gets a new one
-                // made (within the `instances` quota); it waits for it in Creating.
-                let placement = match scheduler::place(c, &project, &ask, &providers)? {
-                    Ok(p) => p,
-                    Err(scheduler::Refusal::Quota(e)) => {
-                        return Err(CreateAbort::Refused(over_quota(std::slice::from_ref(&e))))
-                    }
-                    Err(scheduler::Refusal::Impossible(why)) => {
-                        return Err(CreateAbort::Refused(ApiError::BadRequest(why)))
-                    }
-                    Err(scheduler::Refusal::PortTaken(why)) => {
-                        return Err(CreateAbort::Refused(ApiError::Conflict(why)))
-                    }
-                };
-                if let Some(task) = placement.task_state {
-                    row.task_state = Some(task.into());
-                }
-                let instance = placement.instance;
-                let port_rows: Vec<PortRow> = match &instance {
-                    Some(i) => ports
-                        .iter()
-                        .filter_map(|p| {
-                            p.host_port.map(|h| PortRow {
-                                instance_id: i.id.clone(),
-                                protocol: p.protocol.as_str().into(),
-                                host_port: i32::from(h),
-                                container_id: row.id.clone(),
-                                container_port: i32::from(p.container_port),
-                            })
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
-                match &instance {
-                    Some(i) => row.instance_id = Some(i.id.clone()),
-                    None => {
-                        row.status = S::Error.as_str().into();
-                        row.task_state = None;
-                        row.status_reason = Some("There are not enough hosts available.".into());
-                    }
-                }
-                match q::insert_reservation(c, &row, ask.disk_gb, &port_rows) {
-                    Ok(()) => {}
-                    // A port the engine chose for another container, recorded since
-                    // the placement read (that write does not take the project lock).
-                    Err(e) if db::is_unique_violation(&e) => {
-                        let inst = instance.as_ref().expect("ports are only reserved on an instance");
-                        for p in &port_rows {
-                            if let Some(holder) = q::port_holder(c, &inst.id, &p.protocol, p.host_port)? {
-                                return Err(CreateAbort::Refused(ApiError::Conflict(format!(
-                                    "Host port {}/{} is already published on instance {} by container {holder}; choose another host port, or give only the container port to let the engine pick one",
-                                    p.host_port, p.protocol, inst.id
-                                ))));
-                            }
-                        }
-                        return Err(e.into());
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-                q::insert_action(c, &action)?;
-                let ports = q::ports_of(c, std::slice::from_ref(&row.id))?;
-                Ok((row, ports, instance))
-            });
-            match result {
-                Ok(placed) => Ok(Ok(placed)),
-                Err(CreateAbort::Refused(e)) => Ok(Err(e)),
-                Err(CreateAbort::Db(e)) => Err(e),
-            }
-        })
-        .await??;
-    let (row, ports, instance) = placed;
-    tracing::info!(container.id = %id, project.id = %ctx.project_id, run, "container accepted");
-    if row.instance_id.is_some() {
-        state.lifecycle.spawn_create(id.clone(), Some(action_id));
-    }
+    let created = service::create(&state, &ctx, new, run).await?;
+    let id = created.row.id.clone();
     let view = views::container(
         &state.public_url,
-        &row,
-        &ports,
-        instance.as_ref(),
+        &created.row,
+        &created.ports,
+        created.instance.as_ref(),
         ctx.is_admin(),
     );
     Ok(HttpResponse::Accepted()
@@ -519,104 +336,6 @@ async fn create(
             format!("{}/v1/containers/{id}", state.public_url),
         ))
         .json(view))
-}
-
-/// Why a create's transaction was rolled back.
-enum CreateAbort {
-    /// The request cannot be met; the error says why.
-    Refused(ApiError),
-    /// The database failed.
-    Db(crate::db::DbError),
-}
-
-impl From<crate::db::DbError> for CreateAbort {
-    fn from(e: crate::db::DbError) -> Self {
-        CreateAbort::Db(e)
-    }
-}
-
-impl From<diesel::result::Error> for CreateAbort {
-    fn from(e: diesel::result::Error) -> Self {
-        CreateAbort::Db(e.into())
-    }
-}
-
-/// Zun's answer to a create over quota: `Quota exceeded for resources: ['containers']`,
-/// followed by what is used and what to do.
-fn over_quota(over: &[crate::db::quotas::Exceeded]) -> ApiError {
-    let names: Vec<String> = over
-        .iter()
-        .map(|e| format!("'{}'", e.resource.name()))
-        .collect();
-    let detail: Vec<String> = over
-        .iter()
-        .map(|e| {
-            format!(
-                "{} {} in use + {} requested > limit {}",
-                e.resource.name(),
-                e.in_use,
-                e.requested,
-                e.limit
-            )
-        })
-        .collect();
-    ApiError::OverQuota(format!(
-        "Quota exceeded for resources: [{}]. ({}.) Delete containers, or ask an admin to raise the project's quota (zun quota-update, or PUT /v1/quotas/PROJECT_ID).",
-        names.join(", "),
-        detail.join("; ")
-    ))
-}
-
-/// Which projects a lookup searches.
-#[derive(Debug, Clone, Copy)]
-enum Scope {
-    /// Only the caller's project: another project's container is not found.
-    Own,
-    /// Every project (`all_projects=true`), allowed by this policy rule.
-    AllProjects(&'static str),
-}
-
-impl Scope {
-    fn of(all_projects: bool, rule: &'static str) -> Scope {
-        if all_projects {
-            Scope::AllProjects(rule)
-        } else {
-            Scope::Own
-        }
-    }
-}
-
-/// Looks a container up as the caller may see it: only its own project's, unless policy
-/// lets the caller search every project. Another project's container is simply not
-/// found (404), never forbidden.
-async fn find(
-    state: &AppState,
-    ctx: &RequestContext,
-    ident: &str,
-    scope: Scope,
-) -> Result<ContainerRow, ApiError> {
-    let project = match scope {
-        Scope::Own => Some(ctx.project_id.clone()),
-        Scope::AllProjects(rule) => {
-            state.policy.enforce(rule, ctx, &Target::own(ctx))?;
-            None
-        }
-    };
-    let ident_owned = ident.to_owned();
-    match state
-        .db
-        .run(move |c| q::lookup(c, project.as_deref(), &ident_owned))
-        .await?
-    {
-        Lookup::Found(row) => Ok(*row),
-        Lookup::NotFound => Err(ApiError::NotFound(format!(
-            "Container {ident} could not be found."
-        ))),
-        Lookup::Ambiguous => Err(ApiError::Conflict(
-            "Multiple containers exist with same name. Please use the container uuid instead."
-                .into(),
-        )),
-    }
 }
 
 /// Renders rows with their ports and instances.
@@ -755,151 +474,59 @@ async fn show(
     Ok(HttpResponse::Ok().json(views.remove(0)))
 }
 
-/// Refuses an action the container's status does not allow, as Zun does.
-fn require_status(
-    row: &ContainerRow,
-    allowed: &[ContainerStatus],
-    action: &str,
-) -> Result<(), ApiError> {
-    let status = ContainerStatus::from_db(&row.status);
-    if allowed.contains(&status) {
-        Ok(())
-    } else {
-        Err(ApiError::InvalidState(format!(
-            "Cannot {action} container {} in {status} state.",
-            row.id
-        )))
-    }
-}
-
-/// Records an action and sets the task state, unless another operation is in progress.
-async fn begin(
-    state: &AppState,
-    ctx: &RequestContext,
-    row: &ContainerRow,
-    action: &str,
-    change: ContainerChange,
-) -> Result<String, ApiError> {
-    if let Some(task) = &row.task_state {
-        return Err(ApiError::InvalidState(format!(
-            "Cannot {action} container {} while it is busy ({task}); wait for it to finish and retry.",
-            row.id
-        )));
-    }
-    let action_row = ActionRow {
-        id: Uuid::new_v4().to_string(),
-        container_id: row.id.clone(),
-        project_id: ctx.project_id.clone(),
-        user_id: ctx.user_id.clone(),
-        action: action.to_owned(),
-        start_time: now(),
-        finish_time: None,
-        result: None,
-        message: None,
-    };
-    let id = action_row.id.clone();
-    let container = row.id.clone();
-    state
-        .db
-        .run(move |c| {
-            q::insert_action(c, &action_row)?;
-            q::update(c, &container, change)
-        })
-        .await?;
-    Ok(id)
-}
-
 async fn operation(
     state: web::Data<AppState>,
     ctx: RequestContext,
     req: HttpRequest,
     body: web::Bytes,
     ident: String,
-    what: Op,
+    what: Kind,
 ) -> Result<HttpResponse, ApiError> {
     let rule = match what {
-        Op::Start => "container:start",
-        Op::Stop => "container:stop",
-        Op::Reboot => "container:reboot",
-        Op::Kill => "container:kill",
-        Op::Pause => "container:pause",
-        Op::Unpause => "container:unpause",
+        Kind::Start => "container:start",
+        Kind::Stop => "container:stop",
+        Kind::Reboot => "container:reboot",
+        Kind::Kill => "container:kill",
+        Kind::Pause => "container:pause",
+        Kind::Unpause => "container:unpause",
     };
     state.policy.enforce(rule, &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, &body)?;
-    let (allowed, name, task, op): (&[ContainerStatus], &str, TaskState, Operation) = match what {
-        Op::Start => {
+    let op = match what {
+        Kind::Start => {
             p.only(&[])?;
-            (
-                &[S::Created, S::Stopped, S::Error],
-                "start",
-                TaskState::ContainerStarting,
-                Operation::Start,
-            )
+            Op::Start
         }
-        Op::Stop => {
+        Kind::Stop => {
             p.only(&["timeout"])?;
-            let timeout_secs = timeout(&p)?;
-            (
-                &[S::Running],
-                "stop",
-                TaskState::ContainerStopping,
-                Operation::Stop { timeout_secs },
-            )
+            Op::Stop {
+                timeout_secs: timeout(&p)?,
+            }
         }
-        Op::Reboot => {
+        Kind::Reboot => {
             p.only(&["timeout"])?;
-            let timeout_secs = timeout(&p)?;
-            (
-                &[S::Created, S::Running, S::Stopped, S::Error],
-                "reboot",
-                TaskState::ContainerRebooting,
-                Operation::Reboot { timeout_secs },
-            )
+            Op::Reboot {
+                timeout_secs: timeout(&p)?,
+            }
         }
-        Op::Kill => {
+        Kind::Kill => {
             p.only(&["signal"])?;
             let signal = Signal::parse(p.str("signal").as_deref())?;
-            (
-                &[S::Running],
-                "kill",
-                TaskState::ContainerKilling,
-                Operation::Kill {
-                    signal: signal.as_str().to_owned(),
-                },
-            )
+            Op::Kill {
+                signal: signal.as_str().to_owned(),
+            }
         }
-        Op::Pause => {
+        Kind::Pause => {
             p.only(&[])?;
-            (
-                &[S::Running],
-                "pause",
-                TaskState::ContainerPausing,
-                Operation::Pause,
-            )
+            Op::Pause
         }
-        Op::Unpause => {
+        Kind::Unpause => {
             p.only(&[])?;
-            (
-                &[S::Paused],
-                "unpause",
-                TaskState::ContainerUnpausing,
-                Operation::Unpause,
-            )
+            Op::Unpause
         }
     };
     let row = find(&state, &ctx, &ident, Scope::Own).await?;
-    require_status(&row, allowed, name)?;
-    let mut change = ContainerChange {
-        task_state: Some(Some(task.as_str().into())),
-        ..Default::default()
-    };
-    if matches!(what, Op::Reboot) {
-        change.status = Some(S::Restarting.as_str().into());
-    }
-    let action = begin(&state, &ctx, &row, name, change).await?;
-    tracing::info!(container.id = %row.id, action = name, "action accepted");
-    state.lifecycle.spawn_operation(row.id, action, op);
+    service::operate(&state, &ctx, &row, op).await?;
     Ok(HttpResponse::Accepted().json(Value::Null))
 }
 
@@ -910,7 +537,7 @@ fn timeout(p: &Params) -> Result<Option<u32>, ApiError> {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Op {
+enum Kind {
     Start,
     Stop,
     Reboot,
@@ -933,12 +560,12 @@ macro_rules! op_handler {
     };
 }
 
-op_handler!(start, Op::Start);
-op_handler!(stop, Op::Stop);
-op_handler!(reboot, Op::Reboot);
-op_handler!(kill, Op::Kill);
-op_handler!(pause, Op::Pause);
-op_handler!(unpause, Op::Unpause);
+op_handler!(start, Kind::Start);
+op_handler!(stop, Kind::Stop);
+op_handler!(reboot, Kind::Reboot);
+op_handler!(kill, Kind::Kill);
+op_handler!(pause, Kind::Pause);
+op_handler!(unpause, Kind::Unpause);
 
 async fn delete(
     state: web::Data<AppState>,
@@ -966,30 +593,7 @@ async fn delete(
     }
     let scope = Scope::of(all_projects, "container:delete_all_projects");
     let row = find(&state, &ctx, &path, scope).await?;
-    if !force {
-        let allowed: &[ContainerStatus] = if stop {
-            &[S::Running, S::Created, S::Error, S::Stopped, S::Dead]
-        } else {
-            &[S::Created, S::Error, S::Stopped, S::Dead]
-        };
-        require_status(&row, allowed, "delete")?;
-        if let Some(task) = &row.task_state {
-            return Err(ApiError::InvalidState(format!(
-                "Cannot delete container {} while it is busy ({task}); wait for it to finish, or delete with force.",
-                row.id
-            )));
-        }
-    }
-    let id = row.id.clone();
-    let change = ContainerChange {
-        status: Some(S::Deleting.as_str().into()),
-        task_state: Some(Some(TaskState::ContainerDeleting.as_str().into())),
-        status_reason: Some(None),
-        ..Default::default()
-    };
-    state.db.run(move |c| q::update(c, &id, change)).await?;
-    tracing::info!(container.id = %row.id, force, stop, "delete accepted");
-    state.lifecycle.spawn_delete(row.id, stop);
+    service::delete(&state, &row, force, stop).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -1025,84 +629,15 @@ async fn update(
         ));
     }
     let row = find(&state, &ctx, &path, Scope::Own).await?;
-    if cpu.is_some() || memory.is_some() {
-        require_status(
-            &row,
-            &[S::Created, S::Running, S::Stopped, S::Paused],
-            "update",
-        )?;
-        let instance = row
-            .instance_id
-            .as_deref()
-            .and_then(|i| Uuid::parse_str(i).ok())
-            .ok_or_else(|| {
-                ApiError::InvalidState(format!("Container {} is not placed on an instance", row.id))
-            })?;
-        let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
-        // Growth counts against the quota: the new size is checked and recorded under
-        // the project lock first, and put back if the agent cannot apply it.
-        let (id, project) = (row.id.clone(), row.project_id.clone());
-        let (new_cpu, new_mem) = (cpu.map(CpuLimit::cores), memory.map(MemoryMib::mib));
-        let previous = state
-            .db
-            .run(move |c| {
-                crate::db::quotas::resize_within_quota(c, &project, &id, new_cpu, new_mem)
-            })
-            .await?
-            .map_err(|over| over_quota(&over))?;
-        let cmd = Command::Update {
-            container,
-            cpu: new_cpu,
-            memory_mib: new_mem,
-        };
-        if let Err(e) = state.agents.call(instance, None, cmd).await {
-            if let Some((old_cpu, old_mem)) = previous {
-                let id = row.id.clone();
-                let undo = ContainerChange {
-                    cpu: Some(old_cpu),
-                    memory_mib: Some(old_mem),
-                    ..Default::default()
-                };
-                state.db.run(move |c| q::update(c, &id, undo)).await?;
-            }
-            return Err(agent_error(e));
-        }
-    }
-    let id = row.id.clone();
-    let change = ContainerChange {
-        name: name.map(|n| n.as_str().to_owned()),
-        cpu: cpu.map(CpuLimit::cores),
-        memory_mib: memory.map(MemoryMib::mib),
-        ..Default::default()
+    let up = service::Update {
+        name,
+        cpu,
+        memory,
+        restart: None,
     };
-    let updated = state
-        .db
-        .run(move |c| {
-            q::update(c, &id, change)?;
-            q::get(c, &id)
-        })
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("Container {} could not be found.", path.as_str()))
-        })?;
+    let updated = service::update(&state, &row, up).await?;
     let mut views = render(&state, &ctx, vec![updated]).await?;
     Ok(HttpResponse::Ok().json(views.remove(0)))
-}
-
-/// Maps an agent's failure during a synchronous call.
-fn agent_error(e: berth_proto::AgentError) -> ApiError {
-    match e.kind {
-        AgentErrorKind::Unavailable => ApiError::Unavailable(format!(
-            "{} Retry when the instance's agent is connected.",
-            e.message
-        )),
-        AgentErrorKind::NotFound => ApiError::NotFound(e.message),
-        AgentErrorKind::Conflict => ApiError::Conflict(e.message),
-        AgentErrorKind::ImageNotFound => ApiError::BadRequest(e.message),
-        AgentErrorKind::Runtime => {
-            ApiError::Internal(anyhow::anyhow!("agent runtime error: {}", e.message))
-        }
-    }
 }
 
 async fn logs(
@@ -1137,44 +672,19 @@ async fn logs(
         Some(s) => Some(parse_since(&s)?),
     };
     let row = find(&state, &ctx, &path, Scope::Own).await?;
-    require_status(
+    let text = service::logs(
+        &state,
         &row,
-        &[
-            S::Created,
-            S::Error,
-            S::Paused,
-            S::Running,
-            S::Stopped,
-            S::Unknown,
-        ],
-        "logs",
-    )?;
-    let instance = row
-        .instance_id
-        .as_deref()
-        .and_then(|i| Uuid::parse_str(i).ok())
-        .ok_or_else(|| {
-            ApiError::InvalidState(format!(
-                "Container {} was never placed; it has no logs.",
-                row.id
-            ))
-        })?;
-    let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
-    let cmd = Command::Logs {
-        container,
-        stdout,
-        stderr,
-        timestamps,
-        tail,
-        since,
-    };
-    match state.agents.call(instance, None, cmd).await {
-        Ok(Outcome::Logs(text)) => Ok(HttpResponse::Ok().json(text)),
-        Ok(other) => Err(ApiError::Internal(anyhow::anyhow!(
-            "unexpected reply to logs: {other:?}"
-        ))),
-        Err(e) => Err(agent_error(e)),
-    }
+        service::LogsRequest {
+            stdout,
+            stderr,
+            timestamps,
+            tail,
+            since,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(text))
 }
 
 /// `since` is Unix seconds or an ISO 8601 / Zun timestamp.

@@ -1,6 +1,7 @@
 //! The Zun-compatible REST API.
 
 pub mod containers;
+pub mod docker_credentials;
 pub mod error;
 pub mod hosts;
 pub mod instances;
@@ -29,7 +30,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(containers::configure)
             .configure(quotas::configure)
             .configure(hosts::configure)
-            .configure(instances::configure),
+            .configure(instances::configure)
+            .configure(docker_credentials::configure),
     );
 }
 

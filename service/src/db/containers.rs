@@ -20,6 +20,10 @@ pub struct ContainerChange {
     pub runtime_id: Option<Option<String>>,
     pub started_at: Option<Option<chrono::NaiveDateTime>>,
     pub updated_at: Option<chrono::NaiveDateTime>,
+    pub exit_code: Option<Option<i64>>,
+    pub finished_at: Option<Option<chrono::NaiveDateTime>>,
+    pub restart_policy: Option<String>,
+    pub restart_max_retries: Option<i64>,
 }
 
 /// The result of looking a container up by uuid or name.

@@ -4,6 +4,7 @@
 //! backends; only connection set-up and migrations differ per backend.
 
 pub mod containers;
+pub mod docker_credentials;
 pub mod enrollment;
 pub mod identity;
 pub mod instances;

@@ -109,6 +109,18 @@ pub struct ContainerRow {
     pub started_at: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Exit code of the last run, once it has exited.
+    pub exit_code: Option<i64>,
+    /// When the last run ended.
+    pub finished_at: Option<NaiveDateTime>,
+    /// Close stdin when the first attached client detaches (Docker `StdinOnce`).
+    pub stdin_once: bool,
+    /// The user the command runs as (Docker `User`); none: the image's.
+    pub run_user: Option<String>,
+    /// JSON of the Docker create fields Berth does not model, echoed by inspect.
+    pub docker_config: Option<String>,
+    /// JSON `berth_proto::Privileges` granted by policy at create; none: no host access.
+    pub privileges: Option<String>,
 }
 
 /// A host port published by a container on its instance.

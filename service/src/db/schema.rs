@@ -87,6 +87,12 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         disk_gb -> BigInt,
+        exit_code -> Nullable<BigInt>,
+        finished_at -> Nullable<Timestamp>,
+        stdin_once -> Bool,
+        run_user -> Nullable<Text>,
+        docker_config -> Nullable<Text>,
+        privileges -> Nullable<Text>,
     }
 }
 
@@ -163,5 +169,18 @@ diesel::table! {
     revoked_instances (instance_id) {
         instance_id -> Text,
         revoked_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    docker_credentials (fingerprint) {
+        fingerprint -> Text,
+        user_id -> Text,
+        user_name -> Text,
+        project_id -> Text,
+        project_name -> Text,
+        roles -> Text,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
     }
 }

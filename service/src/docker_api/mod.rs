@@ -9,6 +9,7 @@
 //!
 //! - [`server`] — the plain (loopback) and TLS listeners, one hyper connection each.
 //! - [`auth`] — who is calling: a registered TLS client certificate or `X-Auth-Token`.
+//! - [`certs`] — the CA, the listener's certificate, client certificates from CSRs.
 //! - [`router`] — API version prefix, the route table, auth before every route but
 //!   `_ping`.
 //! - [`system`] — `_ping`, `version`, `info`.
@@ -19,6 +20,7 @@
 //! - [`error`] — Docker's `{"message": …}` errors.
 
 pub mod auth;
+pub mod certs;
 pub mod containers;
 pub mod error;
 pub mod ids;

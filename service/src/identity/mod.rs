@@ -51,33 +51,42 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<RequestContex
     };
     let ctx = state
         .db
-        .run(move |conn| {
-            let user = db::identity::user(conn, &claims.sub)?;
-            let project = db::identity::project(conn, &claims.openstack_project_id)?;
-            let (Some(user), Some(project)) = (user, project) else {
-                return Ok(None);
-            };
-            if !user.enabled || !project.enabled {
-                return Ok(None);
-            }
-            let roles = db::identity::roles(conn, &user.id, &project.id)?;
-            if roles.is_empty() {
-                return Ok(None);
-            }
-            Ok(Some(RequestContext {
-                user_id: user.id,
-                user_name: user.name,
-                project_id: project.id,
-                project_name: project.name,
-                roles,
-            }))
-        })
+        .run(move |conn| current_context(conn, &claims.sub, &claims.openstack_project_id))
         .await?;
     ctx.ok_or_else(|| {
         ApiError::Unauthorized(
             "The token's user or project no longer exists, is disabled, or has no role in the project. Authenticate again.".into(),
         )
     })
+}
+
+/// The context of `user` in `project` as the database has it now: None when either is
+/// gone or disabled, or the user holds no role in the project. Every credential of the
+/// embedded identity (tokens, Docker client certificates) is checked through this.
+pub fn current_context(
+    conn: &mut db::DbConnection,
+    user: &str,
+    project: &str,
+) -> Result<Option<RequestContext>, db::DbError> {
+    let user = db::identity::user(conn, user)?;
+    let project = db::identity::project(conn, project)?;
+    let (Some(user), Some(project)) = (user, project) else {
+        return Ok(None);
+    };
+    if !user.enabled || !project.enabled {
+        return Ok(None);
+    }
+    let roles = db::identity::roles(conn, &user.id, &project.id)?;
+    if roles.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(RequestContext {
+        user_id: user.id,
+        user_name: user.name,
+        project_id: project.id,
+        project_name: project.name,
+        roles,
+    }))
 }
 
 impl FromRequest for RequestContext {

@@ -63,6 +63,14 @@ const ACTIONS: &[(&str, &str)] = &[
     ("container:create", OWN),
     ("container:create:runtime", ADMIN),
     ("container:create:privileged", "rule:deny_everybody"),
+    // Berth: host access a tenant's container may be granted (Docker endpoint options;
+    // nobody by default, like privileged).
+    ("container:create:host_network", "rule:deny_everybody"),
+    ("container:create:host_namespaces", "rule:deny_everybody"),
+    ("container:create:host_mounts", "rule:deny_everybody"),
+    ("container:create:devices", "rule:deny_everybody"),
+    ("container:create:capabilities", "rule:deny_everybody"),
+    ("container:create:unconfined", "rule:deny_everybody"),
     ("container:create:requested_destination", ADMIN),
     ("container:create:image_pull_policy", ADMIN),
     ("container:delete", OWN),
@@ -135,6 +143,11 @@ const ACTIONS: &[(&str, &str)] = &[
     ("zun-service:enable", ADMIN),
     ("zun-service:disable", ADMIN),
     ("zun-service:force_down", ADMIN),
+    // Berth's Docker endpoint: a member registers client certificates for their own
+    // user in their project and may revoke the project's; readers may list them.
+    ("docker:credentials:create", OWN),
+    ("docker:credentials:get_all", READ),
+    ("docker:credentials:delete", OWN),
     ("network:create", "role:admin"),
     ("network:delete", "role:admin"),
     ("network:attach_external_network", "role:admin"),
@@ -502,6 +515,16 @@ mod tests {
         assert!(!p.allows("quota:get", &member, &Target::project("p2")));
         assert!(p.allows("quota:get", &admin, &Target::project("p2")));
         assert!(!p.allows("container:create:privileged", &admin, &own));
+        for a in [
+            "container:create:host_network",
+            "container:create:host_namespaces",
+            "container:create:host_mounts",
+            "container:create:devices",
+            "container:create:capabilities",
+            "container:create:unconfined",
+        ] {
+            assert!(!p.allows(a, &admin, &own), "admin {a}");
+        }
         assert!(!p.allows("no:such:action", &admin, &own));
     }
 

@@ -301,6 +301,9 @@ pub fn agent_spec(
         interactive: false,
         tty: false,
         auto_remove: false,
+        stdin_once: false,
+        user: None,
+        privileges: None,
         infra: Some(InfraOptions {
             binds: vec![BindMount {
                 host_path: options.docker_socket.clone(),

@@ -1,0 +1,1 @@
+DROP TABLE docker_credentials;
