@@ -122,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         placement: Default::default(),
         docker_listen: None,
         docker_tls_listen: None,
+        pods: Default::default(),
     })
     .await?;
     let url = up.public_url.clone();

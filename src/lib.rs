@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
-use berth_agent::{Agent, AgentSettings};
+use berth_agent::{Agent, AgentSettings, PodSettings};
 use berth_relay::{Relay, RelaySettings};
 use berth_service::identity::keys::{write_private, SigningKey};
 use berth_service::providers::docker::DockerOptions;
@@ -48,6 +48,10 @@ pub struct UpOptions {
     pub docker_listen: Option<SocketAddr>,
     /// The Docker endpoint's TLS listener (CA under `<data>/docker-tls`); None: off.
     pub docker_tls_listen: Option<SocketAddr>,
+    /// The local agent's pods: crash-loop backoff (kubelet's by default; tests scale it
+    /// down, the algorithm stays the same) and infra image. A `state_dir` of `None`
+    /// means `<data>/agent`, so pods and restart counts survive a restart of berth up.
+    pub pods: PodSettings,
 }
 
 /// A started embedded deployment: listening, agent connecting.
@@ -150,6 +154,15 @@ impl Embedded {
             credential,
             instance,
             docker_host: opts.docker_host.clone(),
+            pods: PodSettings {
+                state_dir: Some(
+                    opts.pods
+                        .state_dir
+                        .clone()
+                        .unwrap_or_else(|| data.join("agent")),
+                ),
+                ..opts.pods.clone()
+            },
         })
         .await
         .context("connecting to the local Docker engine")?;

@@ -116,6 +116,37 @@ struct UpArgs {
         env = "BERTH_DOCKER_TLS_LISTEN"
     )]
     docker_tls_listen: Listen,
+    /// Pods: the local agent's first crash-loop delay after the immediate restart, in ms
+    /// (kubelet's 10 s; lower it only for tests).
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 10_000,
+        env = "BERTH_POD_BACKOFF_BASE_MS"
+    )]
+    pod_backoff_base_ms: u64,
+    /// Pods: the longest crash-loop delay, in ms (kubelet's 300 s).
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 300_000,
+        env = "BERTH_POD_BACKOFF_MAX_MS"
+    )]
+    pod_backoff_max_ms: u64,
+    /// Pods: a container that ran this long (ms) starts its backoff over (default: 2 × max,
+    /// as kubelet).
+    #[arg(long, value_name = "MS", env = "BERTH_POD_BACKOFF_RESET_MS")]
+    pod_backoff_reset_ms: Option<u64>,
+    /// Pods: the image of each pod's infra container, which holds the pod's network
+    /// namespace and published ports (default: the agent image running `pause`, as
+    /// other projects' instances do; or e.g. registry.k8s.io/pause:3.10).
+    #[arg(long, value_name = "IMAGE", env = "BERTH_POD_INFRA_IMAGE")]
+    pod_infra_image: Option<String>,
+    /// Pods: the infra container's command, split on spaces (default: the image's; give
+    /// one that blocks forever, e.g. `sleep 2147483647`, for an image that is not a
+    /// pause image).
+    #[arg(long, value_name = "COMMAND", env = "BERTH_POD_INFRA_COMMAND")]
+    pod_infra_command: Option<String>,
 }
 
 /// A listen address, or `off`.
@@ -160,7 +191,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         advertise_address: args.advertise_address,
         database_url: args.database_url,
         docker_host: args.docker_host,
-        agent_image: args.agent_image,
+        agent_image: args.agent_image.clone(),
         policy_file: args.policy_file,
         token_ttl: std::time::Duration::from_secs(args.token_ttl),
         instance_idle_grace: std::time::Duration::from_secs(args.instance_idle_grace),
@@ -178,6 +209,23 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         },
         docker_listen: args.docker_listen.0,
         docker_tls_listen: args.docker_tls_listen.0,
+        pods: berth_agent::PodSettings {
+            backoff_base: std::time::Duration::from_millis(args.pod_backoff_base_ms),
+            backoff_max: std::time::Duration::from_millis(args.pod_backoff_max_ms),
+            backoff_reset: std::time::Duration::from_millis(
+                args.pod_backoff_reset_ms
+                    .unwrap_or(args.pod_backoff_max_ms.saturating_mul(2)),
+            ),
+            // Without a pause image of its own, the infra container is the agent image
+            // (`berth-agent pause`), which `berth up` needs for other projects anyway.
+            infra_command: match (&args.pod_infra_image, args.pod_infra_command) {
+                (_, Some(c)) => Some(c.split_whitespace().map(str::to_owned).collect()),
+                (None, None) => Some(vec!["pause".to_owned()]),
+                (Some(_), None) => None,
+            },
+            infra_image: args.pod_infra_image.unwrap_or(args.agent_image),
+            ..berth_agent::PodSettings::default()
+        },
     })
     .await?;
     let (url, data) = (up.public_url.clone(), up.data_dir.clone());

@@ -352,3 +352,115 @@ fn usage_counters_stay_equal_to_the_sums_of_the_containers_placed_on_postgresql(
     let db = Db::connect(&pg.url).unwrap();
     usage_counters_stay_equal_to_the_sums_of_the_containers_placed(&db);
 }
+
+fn capsule(id: &str, instance: Option<&str>) -> berth_service::db::models::CapsuleRow {
+    let t = db::now();
+    berth_service::db::models::CapsuleRow {
+        id: id.into(),
+        project_id: "p1".into(),
+        user_id: "u1".into(),
+        name: format!("pod-{id}"),
+        template: "{}".into(),
+        spec: "{}".into(),
+        previous_spec: None,
+        generation: 1,
+        status: "Creating".into(),
+        status_reason: None,
+        instance_id: instance.map(str::to_owned),
+        cpu: 0.5,
+        memory_mib: 256,
+        pod_status: None,
+        created_at: t,
+        updated_at: t,
+    }
+}
+
+/// A capsule placed on an instance is counted on it by the triggers of migration 000009
+/// (summed cpu and memory, one unit), its host ports are seen by placement, quota usage
+/// includes it, and it may only be placed on an instance of its own project.
+fn capsules_count_on_their_instance_like_containers(db: &Db) {
+    use berth_service::db::capsules as cq;
+    use berth_service::db::models::CapsulePortRow;
+    use berth_service::scheduler::{candidates, Ask, Used};
+    seed(db);
+    let mut conn = db.conn().unwrap();
+    let held = CapsulePortRow {
+        instance_id: "i1".into(),
+        protocol: "tcp".into(),
+        host_port: 8080,
+        capsule_id: "k1".into(),
+        container_port: 80,
+    };
+    cq::insert(&mut conn, &capsule("k1", Some("i1")), &[held]).unwrap();
+    cq::insert(&mut conn, &capsule("k2", None), &[]).unwrap();
+    let one = Used {
+        cpu: 0.5,
+        memory_mib: 256,
+        disk_gb: 0,
+        containers: 1,
+    };
+    assert_eq!(counted_usage(&mut conn, "i1"), one);
+    let usage = db::quotas::usage(&mut conn, "p1").unwrap();
+    assert_eq!((usage.containers, usage.memory_mib), (2, 512));
+
+    let ask = Ask {
+        host_ports: vec![("tcp".into(), 8080)],
+        ..Default::default()
+    };
+    assert!(candidates(&mut conn, "p1", &ask).unwrap()[0].port_taken);
+    assert_eq!(
+        cq::port_holder(&mut conn, "i1", "tcp", 8080)
+            .unwrap()
+            .as_deref(),
+        Some("k1")
+    );
+
+    // An update that grows the pod.
+    let grow = cq::CapsuleChange {
+        cpu: Some(1.25),
+        memory_mib: Some(300),
+        status: Some("Running".into()),
+        ..Default::default()
+    };
+    assert!(cq::update(&mut conn, "k1", grow).unwrap());
+    let grown = counted_usage(&mut conn, "i1");
+    assert!((grown.cpu - 1.25).abs() < 1e-9 && grown.memory_mib == 300 && grown.containers == 1);
+
+    cq::delete(&mut conn, "k1").unwrap();
+    assert_eq!(counted_usage(&mut conn, "i1"), Used::default());
+    assert!(!candidates(&mut conn, "p1", &ask).unwrap()[0].port_taken);
+
+    // Another project's instance is refused by the database.
+    db::identity::insert_project(
+        &mut conn,
+        &ProjectRow {
+            id: "p2".into(),
+            name: "p2".into(),
+            domain_id: "default".into(),
+            description: String::new(),
+            enabled: true,
+            created_at: db::now(),
+        },
+    )
+    .unwrap();
+    let mut foreign = db::instances::get(&mut conn, "i1").unwrap().unwrap();
+    foreign.id = "i9".into();
+    foreign.project_id = "p2".into();
+    foreign.name = "host-9".into();
+    db::instances::insert(&mut conn, &foreign).unwrap();
+    assert!(cq::insert(&mut conn, &capsule("k3", Some("i9")), &[]).is_err());
+    assert!(cq::get(&mut conn, "k3").unwrap().is_none());
+}
+
+#[test]
+fn capsules_count_on_their_instance_like_containers_on_sqlite() {
+    let (_dir, db) = sqlite();
+    capsules_count_on_their_instance_like_containers(&db);
+}
+
+#[test]
+fn capsules_count_on_their_instance_like_containers_on_postgresql() {
+    let pg = support::PgDatabase::create();
+    let db = Db::connect(&pg.url).unwrap();
+    capsules_count_on_their_instance_like_containers(&db);
+}

@@ -3,6 +3,8 @@
 //!
 //! - [`runtime`] is the bollard boundary: it executes each [`berth_proto::Command`] and
 //!   observes the containers labelled for this instance.
+//! - [`pods`] is the agent-side kubelet: pod specs kept on the agent's disk and
+//!   reconciled continuously, with or without the relay.
 //! - `relay_link` keeps one WebSocket to the relay: the full state first, then replies
 //!   and numbered events, reconnecting with backoff whenever the connection drops.
 //!
@@ -14,12 +16,14 @@
 #![warn(missing_docs)]
 
 pub mod enroll;
+pub mod pods;
 mod relay_link;
 pub mod runtime;
 
 use uuid::Uuid;
 
 pub use enroll::CredentialSource;
+pub use pods::PodSettings;
 pub use runtime::Runtime;
 
 /// What an agent needs to know to run.
@@ -35,6 +39,8 @@ pub struct AgentSettings {
     /// The Docker engine: `None` for bollard's local defaults (`DOCKER_HOST`, else
     /// `/var/run/docker.sock`), or a `unix://`/`tcp://` URL or a socket path.
     pub docker_host: Option<String>,
+    /// The kubelet: state directory, crash-loop backoff, infra image.
+    pub pods: PodSettings,
 }
 
 impl std::fmt::Debug for AgentSettings {
@@ -45,6 +51,7 @@ impl std::fmt::Debug for AgentSettings {
             .field("credential", &"<redacted>")
             .field("instance", &self.instance)
             .field("docker_host", &self.docker_host)
+            .field("pods", &self.pods)
             .finish()
     }
 }
@@ -54,6 +61,8 @@ impl std::fmt::Debug for AgentSettings {
 pub struct Agent {
     link: relay_link::LinkSettings,
     runtime: Runtime,
+    /// Stops the pod workers when the agent goes away.
+    _pods: pods::KubeletGuard,
 }
 
 impl Agent {
@@ -69,7 +78,13 @@ impl Agent {
             settings.instance,
         )?;
         let runtime = Runtime::connect(settings.docker_host.as_deref(), settings.instance).await?;
-        Ok(Agent { link, runtime })
+        // Pods are reconciled from here on, whether or not the relay is reachable.
+        let pods = runtime.start_pods(settings.pods).await?;
+        Ok(Agent {
+            link,
+            runtime,
+            _pods: pods,
+        })
     }
 
     /// The instance this agent acts for.
@@ -83,9 +98,10 @@ impl Agent {
         &self.runtime
     }
 
-    /// Serve the relay forever: connect, report state, execute commands and report
-    /// events; after any disconnect or refusal, reconnect with jittered exponential
-    /// backoff (200 ms doubling to 5 s). It never returns on its own: to stop the
+    /// Serve the relay forever: connect, report state (and every pod's status),
+    /// execute commands and report events; after any disconnect or refusal, reconnect
+    /// with jittered exponential backoff (200 ms doubling to 5 s). Pods are reconciled
+    /// meanwhile, connected or not. It never returns on its own: to stop the
     /// agent, drop the future or abort its task.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         relay_link::run_forever(self.link, self.runtime).await
@@ -103,6 +119,7 @@ mod tests {
             credential: "very-secret".to_owned(),
             instance: Uuid::nil(),
             docker_host: None,
+            pods: PodSettings::default(),
         };
         let shown = format!("{settings:?}");
         assert!(!shown.contains("very-secret"), "{shown}");

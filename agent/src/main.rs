@@ -60,6 +60,58 @@ struct Cli {
     /// restart, so that the agent does not need a new token.
     #[arg(long, value_name = "FILE", env = "BERTH_AGENT_CREDENTIAL_FILE")]
     credential_file: Option<PathBuf>,
+
+    /// Directory where the agent keeps its pods' desired specs, restart counts and
+    /// backoff, so that it reconciles them across its own restarts; default: a
+    /// directory named after the instance under the system's temporary directory.
+    #[arg(long, value_name = "DIR", env = "BERTH_AGENT_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// First crash-loop back-off period of pod containers, in milliseconds (kubelet: 10000).
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "BERTH_AGENT_POD_BACKOFF_BASE_MS",
+        default_value_t = 10_000
+    )]
+    pod_backoff_base_ms: u64,
+
+    /// Longest crash-loop back-off period, in milliseconds (kubelet: 300000).
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "BERTH_AGENT_POD_BACKOFF_MAX_MS",
+        default_value_t = 300_000
+    )]
+    pod_backoff_max_ms: u64,
+
+    /// A pod container that ran this long starts its back-off afresh, in milliseconds
+    /// (kubelet: 600000).
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "BERTH_AGENT_POD_BACKOFF_RESET_MS",
+        default_value_t = 600_000
+    )]
+    pod_backoff_reset_ms: u64,
+
+    /// Image of each pod's infra container (holds the network namespace and ports).
+    #[arg(long, value_name = "IMAGE", env = "BERTH_AGENT_POD_INFRA_IMAGE", default_value = berth_agent::pods::DEFAULT_INFRA_IMAGE)]
+    pod_infra_image: String,
+
+    /// Command of the infra container, words separated by spaces (it must block
+    /// forever); default: the image's own.
+    #[arg(long, value_name = "COMMAND", env = "BERTH_AGENT_POD_INFRA_COMMAND")]
+    pod_infra_command: Option<String>,
+
+    /// Seconds a pod container may take to stop after SIGTERM before it is killed.
+    #[arg(
+        long,
+        value_name = "SECS",
+        env = "BERTH_AGENT_POD_STOP_GRACE_SECS",
+        default_value_t = 10
+    )]
+    pod_stop_grace_secs: u64,
 }
 
 /// The configuration file; every key may instead come from a flag.
@@ -73,6 +125,7 @@ struct FileConfig {
     service_url: Option<String>,
     enrollment_token: Option<String>,
     credential_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -91,6 +144,7 @@ struct Config {
     instance: Uuid,
     docker_host: Option<String>,
     credentials: CredentialSource,
+    pods: berth_agent::PodSettings,
 }
 
 fn missing(key: &str, flag: &str, env: &str) -> anyhow::Error {
@@ -103,7 +157,21 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
+    let pods = berth_agent::PodSettings {
+        state_dir: cli.state_dir.or(file.state_dir),
+        backoff_base: std::time::Duration::from_millis(cli.pod_backoff_base_ms),
+        backoff_max: std::time::Duration::from_millis(cli.pod_backoff_max_ms),
+        backoff_reset: std::time::Duration::from_millis(cli.pod_backoff_reset_ms),
+        infra_image: cli.pod_infra_image,
+        infra_command: cli
+            .pod_infra_command
+            .map(|c| c.split_whitespace().map(str::to_owned).collect())
+            .filter(|words: &Vec<String>| !words.is_empty()),
+        stop_grace: std::time::Duration::from_secs(cli.pod_stop_grace_secs),
+        ..Default::default()
+    };
     Ok(Config {
+        pods,
         relay_url: cli.relay_url.or(file.relay_url),
         instance: cli
             .instance
@@ -131,11 +199,28 @@ async fn settings(config: Config) -> anyhow::Result<AgentSettings> {
         credential: obtained.credential,
         instance: config.instance,
         docker_host: config.docker_host,
+        pods: config.pods,
     })
+}
+
+/// `berth-agent pause`: do nothing until SIGTERM or SIGINT. The agent's image serves as
+/// the infra container of pods this way (it holds the pod's namespaces and ports).
+async fn pause() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("pause") {
+        return pause().await;
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

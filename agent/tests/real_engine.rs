@@ -60,6 +60,7 @@ async fn agent_for(instance: Uuid, relay_url: &str) -> Agent {
         credential: CREDENTIAL.to_owned(),
         instance,
         docker_host: None,
+        pods: Default::default(),
     })
     .await
     .expect("the agent connects to the local Docker engine")
@@ -777,6 +778,7 @@ async fn connect_fails_with_an_explanation_when_docker_is_unreachable() {
         credential: CREDENTIAL.to_owned(),
         instance: Uuid::new_v4(),
         docker_host: Some("/nonexistent/docker.sock".to_owned()),
+        pods: Default::default(),
     })
     .await
     .unwrap_err();

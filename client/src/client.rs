@@ -264,6 +264,86 @@ impl Client {
             .map(drop)
     }
 
+    /// `POST /capsules` with `{"template": template}`: creates a capsule (a pod) from a
+    /// Zun capsule template, a container manifest or a Kubernetes Pod. The answer comes
+    /// before the pod runs (status `Creating`).
+    pub async fn create_capsule(
+        &self,
+        template: &serde_json::Value,
+    ) -> Result<crate::capsule::CapsuleView, ClientError> {
+        let url = self.url(&["capsules"]);
+        let request = self
+            .request(Method::POST, &url)
+            .json(&serde_json::json!({ "template": template }));
+        let response = self.send(request, &url).await?;
+        decode(response, &url).await
+    }
+
+    /// `GET /capsules[?all_projects=true]`, following `next` links.
+    pub async fn list_capsules(
+        &self,
+        all_projects: bool,
+    ) -> Result<Vec<crate::capsule::CapsuleView>, ClientError> {
+        let mut url = self.url(&["capsules"]);
+        if all_projects {
+            url.query_pairs_mut().append_pair("all_projects", "true");
+        }
+        let mut capsules = Vec::new();
+        for _ in 0..MAX_LIST_PAGES {
+            let response = self.send(self.request(Method::GET, &url), &url).await?;
+            let page: crate::capsule::CapsuleList = decode(response, &url).await?;
+            capsules.extend(page.capsules);
+            match page.next.filter(|next| !next.is_empty()) {
+                None => return Ok(capsules),
+                Some(next) => {
+                    let next = url.join(&next).map_err(|e| {
+                        ClientError::invalid_response(&url, format!("bad next link {next:?}: {e}"))
+                    })?;
+                    if next == url {
+                        return Ok(capsules);
+                    }
+                    url = next;
+                }
+            }
+        }
+        Err(ClientError::invalid_response(
+            &url,
+            format!("the list did not end after {MAX_LIST_PAGES} pages"),
+        ))
+    }
+
+    /// `GET /capsules/{id}`: one capsule by uuid or name, with each container's inspect
+    /// data when the agent could be asked.
+    pub async fn get_capsule(&self, id: &str) -> Result<crate::capsule::CapsuleView, ClientError> {
+        let url = self.url(&["capsules", id]);
+        let response = self.send(self.request(Method::GET, &url), &url).await?;
+        decode(response, &url).await
+    }
+
+    /// `PATCH /capsules/{id}` with `{"template": template}` (a Berth extension): replaces
+    /// the capsule's spec; only containers whose spec changed are restarted.
+    pub async fn update_capsule(
+        &self,
+        id: &str,
+        template: &serde_json::Value,
+    ) -> Result<crate::capsule::CapsuleView, ClientError> {
+        let url = self.url(&["capsules", id]);
+        let request = self
+            .request(Method::PATCH, &url)
+            .json(&serde_json::json!({ "template": template }));
+        let response = self.send(request, &url).await?;
+        decode(response, &url).await
+    }
+
+    /// `DELETE /capsules/{id}`. Deletion continues after the answer; the capsule is gone
+    /// when GET answers 404.
+    pub async fn delete_capsule(&self, id: &str) -> Result<(), ClientError> {
+        let url = self.url(&["capsules", id]);
+        self.send(self.request(Method::DELETE, &url), &url)
+            .await
+            .map(drop)
+    }
+
     /// `GET /containers/{id}`.
     pub async fn get_container(&self, id: &str) -> Result<ContainerView, ClientError> {
         let url = self.url(&["containers", id]);

@@ -33,6 +33,7 @@
 //! - [`auth`] — [`AuthConfig`], the Keystone v3 token request and catalog lookup.
 //! - [`container`] — the container view and request bodies, and the types that parse
 //!   user input ([`PortSpec`], [`RestartPolicy`], [`MemoryMib`], [`KeyValue`]).
+//! - [`capsule`] — capsules (pods): template files, the capsule view and its records.
 //! - [`docker`] — client certificates for the Docker-compatible endpoint.
 //! - [`hosts`] — hosts (administrators) and a project's own instances.
 //! - [`identity`] — projects, users, roles, role assignments and the catalog (Keystone
@@ -48,6 +49,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod capsule;
 pub mod cli;
 pub mod client;
 pub mod clouds;

@@ -131,6 +131,25 @@ pub enum Command {
         /// The credentials to check. Never logged.
         auth: RegistryAuth,
     },
+    /// Make the pod's desired state this spec: stored on the agent's disk first, then
+    /// reconciled continuously. A spec with a higher generation is an update (only
+    /// containers whose spec hash changed are replaced; a failing update rolls back).
+    /// The same spec again is a no-op. Replies with the status at once.
+    ApplyPod {
+        /// The desired pod.
+        spec: Box<crate::pod::PodSpec>,
+    },
+    /// Stop and remove the pod's containers and volumes, and forget its spec
+    /// (no-op when unknown).
+    DeletePod {
+        /// The pod's uuid.
+        pod: Uuid,
+    },
+    /// The pod's status and the engine's inspect data of each of its containers.
+    InspectPod {
+        /// The pod's uuid.
+        pod: Uuid,
+    },
 }
 
 impl Command {
@@ -154,6 +173,9 @@ impl Command {
             Command::ImageInspect { .. } => "image_inspect",
             Command::ImageRemove { .. } => "image_remove",
             Command::RegistryLogin { .. } => "registry_login",
+            Command::ApplyPod { .. } => "apply_pod",
+            Command::DeletePod { .. } => "delete_pod",
+            Command::InspectPod { .. } => "inspect_pod",
         }
     }
 }
@@ -179,6 +201,16 @@ pub enum Outcome {
     Images(Vec<ImageInfo>),
     /// One image.
     Image(ImageInfo),
+    /// A pod's status.
+    Pod(crate::pod::PodStatus),
+    /// A pod's status and the engine's inspect data per container (by name in the pod;
+    /// the infra container is `POD`).
+    PodInspect {
+        /// The status.
+        status: crate::pod::PodStatus,
+        /// Container name → the engine's inspect JSON, as the engine returned it.
+        containers: std::collections::BTreeMap<String, serde_json::Value>,
+    },
 }
 
 /// An image as the agent's engine describes it.

@@ -227,6 +227,18 @@ pub enum ContainerEvent {
         /// Berth's uuid.
         uuid: Uuid,
     },
+    /// A pod's status changed (phase, a container's state, readiness, restart count,
+    /// a rollback). Also sent for every pod right after the full state on each
+    /// connection.
+    Pod {
+        /// The pod as the agent sees it now.
+        status: Box<crate::pod::PodStatus>,
+    },
+    /// The agent no longer has this pod (deleted).
+    PodRemoved {
+        /// The pod's uuid.
+        uuid: Uuid,
+    },
 }
 
 #[cfg(test)]

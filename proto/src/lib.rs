@@ -15,6 +15,7 @@ pub mod auth;
 pub mod command;
 pub mod container;
 pub mod enroll;
+pub mod pod;
 pub mod relay;
 pub mod stream;
 

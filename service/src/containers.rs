@@ -186,18 +186,8 @@ pub async fn create(
                 }
                 // A container that fits none of the project's instances gets a new one
                 // made (within the `instances` quota); it waits for it in Creating.
-                let placement = match scheduler::place(c, &project, &ask, &providers)? {
-                    Ok(p) => p,
-                    Err(scheduler::Refusal::Quota(e)) => {
-                        return Err(CreateAbort::Refused(over_quota(std::slice::from_ref(&e))))
-                    }
-                    Err(scheduler::Refusal::Impossible(why)) => {
-                        return Err(CreateAbort::Refused(ApiError::BadRequest(why)))
-                    }
-                    Err(scheduler::Refusal::PortTaken(why)) => {
-                        return Err(CreateAbort::Refused(ApiError::Conflict(why)))
-                    }
-                };
+                let placement = scheduler::place(c, &project, &ask, &providers)?
+                    .map_err(|r| CreateAbort::Refused(refused_placement(r, "container")))?;
                 if let Some(task) = placement.task_state {
                     row.task_state = Some(task.into());
                 }
@@ -247,11 +237,7 @@ pub async fn create(
                 let ports = q::ports_of(c, std::slice::from_ref(&row.id))?;
                 Ok((row, ports, instance))
             });
-            match result {
-                Ok(placed) => Ok(Ok(placed)),
-                Err(CreateAbort::Refused(e)) => Ok(Err(e)),
-                Err(CreateAbort::Db(e)) => Err(e),
-            }
+            CreateAbort::split(result)
         })
         .await??;
     let (row, ports, instance) = placed;
@@ -269,12 +255,38 @@ pub async fn create(
     })
 }
 
+/// How the API answers a placement refusal; an impossible ask is named as the
+/// `what` (container or capsule) that asked.
+pub(crate) fn refused_placement(refusal: scheduler::Refusal, what: &str) -> ApiError {
+    match refusal {
+        scheduler::Refusal::Quota(e) => over_quota(std::slice::from_ref(&e)),
+        scheduler::Refusal::Impossible(why) => {
+            ApiError::BadRequest(why.replace("The container asks", &format!("The {what} asks")))
+        }
+        scheduler::Refusal::PortTaken(why) => ApiError::Conflict(why),
+    }
+}
+
 /// Why a create's transaction was rolled back.
 pub(crate) enum CreateAbort {
     /// The request cannot be met; the error says why.
     Refused(ApiError),
     /// The database failed.
     Db(crate::db::DbError),
+}
+
+impl CreateAbort {
+    /// A rolled-back transaction's end as `Db::run` returns it: a refusal is the
+    /// answer to give, a database failure the run's own error.
+    pub(crate) fn split<T>(
+        result: Result<T, CreateAbort>,
+    ) -> Result<Result<T, ApiError>, crate::db::DbError> {
+        match result {
+            Ok(done) => Ok(Ok(done)),
+            Err(CreateAbort::Refused(e)) => Ok(Err(e)),
+            Err(CreateAbort::Db(e)) => Err(e),
+        }
+    }
 }
 
 impl From<crate::db::DbError> for CreateAbort {
@@ -332,6 +344,22 @@ impl Scope {
             Scope::Own
         }
     }
+
+    /// The project a lookup is limited to (`None`: every project), after checking
+    /// that policy lets the caller search every project when it asks to.
+    pub fn project(
+        self,
+        state: &AppState,
+        ctx: &RequestContext,
+    ) -> Result<Option<String>, ApiError> {
+        match self {
+            Scope::Own => Ok(Some(ctx.project_id.clone())),
+            Scope::AllProjects(rule) => {
+                state.policy.enforce(rule, ctx, &Target::own(ctx))?;
+                Ok(None)
+            }
+        }
+    }
 }
 
 /// Looks a container up as the caller may see it: only its own project's, unless policy
@@ -343,13 +371,7 @@ pub async fn find(
     ident: &str,
     scope: Scope,
 ) -> Result<ContainerRow, ApiError> {
-    let project = match scope {
-        Scope::Own => Some(ctx.project_id.clone()),
-        Scope::AllProjects(rule) => {
-            state.policy.enforce(rule, ctx, &Target::own(ctx))?;
-            None
-        }
-    };
+    let project = scope.project(state, ctx)?;
     let ident_owned = ident.to_owned();
     match state
         .db

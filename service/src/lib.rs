@@ -16,6 +16,7 @@ pub mod enrollment;
 pub mod identity;
 pub mod instances_monitor;
 pub mod lifecycle;
+pub mod pods;
 pub mod policy;
 pub mod providers;
 pub mod reconciler;

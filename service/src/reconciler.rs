@@ -40,7 +40,11 @@ async fn handle(state: &AppState, note: RelayToService) -> Result<(), DbError> {
         RelayToService::AgentConnected {
             instance,
             containers,
-        } => full_state(state, instance, containers).await,
+        } => {
+            full_state(state, instance, containers).await?;
+            // Capsules: deliver the specs and deletes the agent has not acknowledged.
+            crate::pods::service::resume_instance(state, &instance.to_string()).await
+        }
         RelayToService::AgentDisconnected { instance } => {
             tracing::warn!(instance.id = %instance, "agent disconnected");
             let id = instance.to_string();
@@ -226,6 +230,12 @@ async fn apply_event(
     event: ContainerEvent,
 ) -> Result<(), DbError> {
     match event {
+        ContainerEvent::Pod { status } => {
+            crate::pods::service::record_status(state, &instance.to_string(), *status).await
+        }
+        ContainerEvent::PodRemoved { uuid } => {
+            crate::pods::service::record_removed(state, &instance.to_string(), uuid).await
+        }
         ContainerEvent::Changed { container } => {
             let id = container.uuid.to_string();
             record(state, &id, &instance.to_string(), container).await

@@ -136,7 +136,20 @@ pub(crate) async fn run(
         })
         .await
         .map_err(|_| anyhow!("the relay connection closed before the state was sent"))?;
-    tasks.spawn(event_loop(runtime.clone(), engine_rx, out_tx.clone()));
+    // Pods: every status right after the state, then each change (subscribed before
+    // the statuses are read, so no change falls in between).
+    let pods = runtime
+        .pods()
+        .map(|kubelet| (kubelet.subscribe(), kubelet.clone()));
+    // A resync asks for every pod's status again, after the state.
+    let resend_pods = Arc::new(tokio::sync::Notify::new());
+    tasks.spawn(event_loop(
+        runtime.clone(),
+        engine_rx,
+        pods,
+        Arc::clone(&resend_pods),
+        out_tx.clone(),
+    ));
 
     loop {
         tokio::select! {
@@ -153,10 +166,10 @@ pub(crate) async fn run(
                         return Ok(());
                     }
                     Some(Ok(Message::Text(text))) => {
-                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &streams, &out_tx);
+                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &streams, &out_tx, &resend_pods);
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        dispatch(framing::decode(&bytes), runtime, commands, &streams, &out_tx);
+                        dispatch(framing::decode(&bytes), runtime, commands, &streams, &out_tx, &resend_pods);
                     }
                     // Pings are answered by tungstenite; any frame proves the peer alive.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -230,6 +243,7 @@ fn dispatch(
     commands: &Arc<Semaphore>,
     streams: &Streams,
     out_tx: &mpsc::Sender<AgentToRelay>,
+    resend_pods: &Arc<tokio::sync::Notify>,
 ) {
     match inbound {
         Inbound::Message(RelayToAgent::Command {
@@ -310,10 +324,12 @@ fn dispatch(
         Inbound::Message(RelayToAgent::Resync) => {
             let runtime = runtime.clone();
             let out_tx = out_tx.clone();
+            let resend_pods = Arc::clone(resend_pods);
             tokio::spawn(async move {
                 match runtime.observe_all().await {
                     Ok(containers) => {
                         let _ = out_tx.send(AgentToRelay::State { containers }).await;
+                        resend_pods.notify_one();
                     }
                     Err(error) => tracing::warn!(
                         instance.id = %runtime.instance(),
@@ -439,25 +455,80 @@ fn open_stream(
     );
 }
 
-/// Turn engine events into numbered [`AgentToRelay::Event`]s, in engine order.
+/// Turn engine events and pod status changes into numbered [`AgentToRelay::Event`]s,
+/// in engine order; first one `Pod` event per pod the agent runs.
 async fn event_loop(
     runtime: Runtime,
     mut engine_rx: mpsc::Receiver<bollard::models::EventMessage>,
+    pods: Option<(
+        tokio::sync::broadcast::Receiver<ContainerEvent>,
+        crate::pods::Kubelet,
+    )>,
+    resend_pods: Arc<tokio::sync::Notify>,
     out_tx: mpsc::Sender<AgentToRelay>,
 ) -> anyhow::Result<()> {
     let mut seq: u64 = 0;
-    while let Some(engine_event) = engine_rx.recv().await {
-        // An event that cannot be inspected ends the connection rather than being
-        // dropped: the reconnect sends the full state, so the relay never misses a change.
-        let event = runtime
-            .container_event(&engine_event)
-            .await
-            .map_err(|err| anyhow!(err))?;
-        let Some(event) = event else { continue };
+    let (mut pod_rx, kubelet) = match pods {
+        Some((rx, kubelet)) => (Some(rx), Some(kubelet)),
+        None => (None, None),
+    };
+    let all_pods = |kubelet: &Option<crate::pods::Kubelet>| -> Vec<ContainerEvent> {
+        kubelet
+            .iter()
+            .flat_map(|k| k.statuses())
+            .map(|status| ContainerEvent::Pod {
+                status: Box::new(status),
+            })
+            .collect()
+    };
+    let mut pending: std::collections::VecDeque<ContainerEvent> = all_pods(&kubelet).into();
+    loop {
+        let event = if let Some(event) = pending.pop_front() {
+            event
+        } else {
+            tokio::select! {
+                engine_event = engine_rx.recv() => {
+                    let Some(engine_event) = engine_event else { return Ok(()) };
+                    // An event that cannot be inspected ends the connection rather than
+                    // being dropped: the reconnect sends the full state, so the relay
+                    // never misses a change.
+                    let event = runtime
+                        .container_event(&engine_event)
+                        .await
+                        .map_err(|err| anyhow!(err))?;
+                    let Some(event) = event else { continue };
+                    event
+                }
+                pod_event = async {
+                    match pod_rx.as_mut() {
+                        Some(rx) => rx.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => match pod_event {
+                    Ok(event) => event,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        // Changes were dropped: the current status of every pod covers them.
+                        tracing::debug!(missed, "pod events lagged; sending every pod's status");
+                        pending = all_pods(&kubelet).into();
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        pod_rx = None;
+                        continue;
+                    }
+                },
+                () = resend_pods.notified() => {
+                    pending = all_pods(&kubelet).into();
+                    continue;
+                }
+            }
+        };
         seq += 1;
         let container = match &event {
             ContainerEvent::Changed { container } => container.uuid,
             ContainerEvent::Removed { uuid } => *uuid,
+            ContainerEvent::Pod { status } => status.uuid,
+            ContainerEvent::PodRemoved { uuid } => *uuid,
         };
         tracing::debug!(instance.id = %runtime.instance(), container.id = %container, seq, "container event");
         if out_tx
@@ -468,7 +539,6 @@ async fn event_loop(
             return Ok(());
         }
     }
-    Ok(())
 }
 
 /// The single writer: queued messages as text frames, and a ping every interval.

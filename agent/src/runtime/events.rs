@@ -46,6 +46,14 @@ pub(crate) fn engine_change(event: &EventMessage) -> Option<EngineChange> {
     // Some actions carry details after a colon ("exec_start: sh", "health_status: ok").
     let action = event.action.as_deref()?.split(':').next()?.trim();
     let actor = event.actor.as_ref()?;
+    // Pods' containers are reported by the kubelet as pods, never one by one.
+    if actor
+        .attributes
+        .as_ref()
+        .is_some_and(|labels| labels.contains_key(berth_proto::pod::LABEL_POD))
+    {
+        return None;
+    }
     if action == "destroy" {
         let uuid = actor
             .attributes
@@ -115,6 +123,24 @@ mod tests {
             engine_change(&event("destroy", &[(berth_proto::LABEL_CONTAINER, "x")])),
             None
         );
+    }
+
+    #[test]
+    fn events_of_pod_containers_are_left_to_the_kubelet() {
+        let uuid = Uuid::new_v4().to_string();
+        for action in ["start", "die", "destroy"] {
+            assert_eq!(
+                engine_change(&event(
+                    action,
+                    &[
+                        (berth_proto::pod::LABEL_POD, uuid.as_str()),
+                        (berth_proto::LABEL_CONTAINER, uuid.as_str())
+                    ]
+                )),
+                None,
+                "{action}"
+            );
+        }
     }
 
     #[test]

@@ -6,11 +6,11 @@
 //! [`berth_proto::LABEL_INSTANCE`]; a container labelled for another instance is treated
 //! as absent, so an agent can only ever act for its own instance.
 
-mod errors;
+pub(crate) mod errors;
 mod events;
 mod images;
-mod observe;
-mod spec;
+pub(crate) mod observe;
+pub(crate) mod spec;
 pub(crate) mod streams;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -70,6 +70,8 @@ use events::EngineChange;
 pub struct Runtime {
     docker: Docker,
     instance: Uuid,
+    /// The kubelet, once [`Runtime::start_pods`] ran; pod commands fail before that.
+    pods: std::sync::Arc<std::sync::OnceLock<crate::pods::Kubelet>>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -125,7 +127,63 @@ impl Runtime {
             docker.api_version = %format!("{}.{}", version.major_version, version.minor_version),
             "connected to the Docker engine"
         );
-        Ok(Runtime { docker, instance })
+        Ok(Runtime {
+            docker,
+            instance,
+            pods: Default::default(),
+        })
+    }
+
+    /// Start the agent-side kubelet: load the pods kept on disk and reconcile them from
+    /// now on, connected to the relay or not. The returned guard stops every pod worker
+    /// when dropped (the pods' containers keep running on the engine).
+    pub async fn start_pods(
+        &self,
+        settings: crate::pods::PodSettings,
+    ) -> anyhow::Result<crate::pods::KubeletGuard> {
+        // The kubelet gets a runtime without the pod slot, so no reference cycle forms.
+        let engine = Runtime {
+            docker: self.docker.clone(),
+            instance: self.instance,
+            pods: Default::default(),
+        };
+        let (kubelet, guard) = crate::pods::Kubelet::start(engine, settings).await?;
+        self.pods
+            .set(kubelet)
+            .map_err(|_| anyhow::anyhow!("the pods of this runtime are already started"))?;
+        Ok(guard)
+    }
+
+    /// The kubelet, when started.
+    pub(crate) fn pods(&self) -> Option<&crate::pods::Kubelet> {
+        self.pods.get()
+    }
+
+    /// The engine connection (for the kubelet).
+    pub(crate) fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn pod_command(&self, command: Command) -> Reply {
+        let Some(kubelet) = self.pods() else {
+            return Err(AgentError::new(
+                AgentErrorKind::Runtime,
+                format!(
+                    "the agent of instance {} was started without its pod manager; restart \
+                     it with a writable state directory",
+                    self.instance
+                ),
+            ));
+        };
+        match command {
+            Command::ApplyPod { spec } => kubelet.apply(*spec).await.map(Outcome::Pod),
+            Command::DeletePod { pod } => kubelet.delete(pod).await.map(|()| Outcome::Done),
+            Command::InspectPod { pod } => kubelet
+                .inspect(pod)
+                .await
+                .map(|(status, containers)| Outcome::PodInspect { status, containers }),
+            _ => unreachable!("only pod commands are passed here"),
+        }
     }
 
     /// The instance whose containers this runtime manages.
@@ -142,6 +200,9 @@ impl Runtime {
     /// reply is [`Outcome::Done`] and a [`ContainerEvent::Removed`] follows.
     pub async fn execute(&self, command: Command) -> Reply {
         match command {
+            command @ (Command::ApplyPod { .. }
+            | Command::DeletePod { .. }
+            | Command::InspectPod { .. }) => self.pod_command(command).await,
             Command::Create { spec } => self.create(&spec).await,
             Command::Start { container } => self.start(container).await,
             Command::Stop {
@@ -420,7 +481,7 @@ impl Runtime {
     }
 
     /// Make sure `image` is present locally, pulling it when it is not.
-    async fn ensure_image(&self, image: &str) -> Result<(), AgentError> {
+    pub(crate) async fn ensure_image(&self, image: &str) -> Result<(), AgentError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(err) if is_not_found(&err) => {}
@@ -724,6 +785,8 @@ pub(crate) fn command_container(command: &Command) -> Option<Uuid> {
         | Command::ImageInspect { .. }
         | Command::ImageRemove { .. }
         | Command::RegistryLogin { .. } => return None,
+        Command::ApplyPod { spec } => spec.uuid,
+        Command::DeletePod { pod } | Command::InspectPod { pod } => *pod,
     })
 }
 

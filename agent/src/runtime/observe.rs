@@ -14,8 +14,16 @@ use chrono::{DateTime, Datelike, Utc};
 use uuid::Uuid;
 
 /// The Berth uuid a container carries in its [`berth_proto::LABEL_CONTAINER`] label.
+///
+/// A pod's container (labelled [`berth_proto::pod::LABEL_POD`]) never has one: pods are
+/// reported as pods, so the per-container observation must not see their containers
+/// (the service would remove them as unknown).
 pub(crate) fn container_uuid(labels: Option<&HashMap<String, String>>) -> Option<Uuid> {
-    labels?
+    let labels = labels?;
+    if labels.contains_key(berth_proto::pod::LABEL_POD) {
+        return None;
+    }
+    labels
         .get(berth_proto::LABEL_CONTAINER)
         .and_then(|value| Uuid::parse_str(value).ok())
 }

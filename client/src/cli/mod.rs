@@ -126,6 +126,51 @@ pub enum Command {
     ContainerLogs(LogsArgs),
     /// Rename or resize a container
     ContainerUpdate(UpdateArgs),
+    /// Create a capsule (a pod) from a template file: a Zun capsule, a container
+    /// manifest v1beta1/v1beta2, or a Kubernetes v1 Pod, in YAML or JSON
+    #[command(
+        after_help = "-f FILE names the template (as kubectl); -f table|json|yaml|value \
+                            still chooses the output format."
+    )]
+    CapsuleCreate(CapsuleFileArgs),
+    /// List capsules
+    CapsuleList {
+        /// List the capsules of every project (administrators only)
+        #[arg(long)]
+        all_projects: bool,
+    },
+    /// Show a capsule: its pod status and each container's runtime details
+    CapsuleShow {
+        /// Capsule uuid or name
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: String,
+    },
+    /// Replace a capsule's spec; only containers whose spec changed are restarted, and
+    /// an update that fails is rolled back
+    #[command(
+        after_help = "-f FILE names the template (as kubectl); -f table|json|yaml|value \
+                            still chooses the output format."
+    )]
+    CapsuleUpdate {
+        /// Capsule uuid or name
+        #[arg(value_name = "ID", value_parser = parse_id)]
+        id: String,
+        /// The template and --wait options.
+        #[command(flatten)]
+        args: CapsuleFileArgs,
+    },
+    /// Delete capsules and their containers
+    CapsuleDelete {
+        /// Capsule uuids or names
+        #[arg(value_name = "ID", required = true, value_parser = parse_id)]
+        ids: Vec<String>,
+        /// Wait until the capsules are gone
+        #[arg(long)]
+        wait: bool,
+        /// Seconds --wait waits at most for each capsule
+        #[arg(long, value_name = "SECONDS", default_value_t = 120, requires = "wait")]
+        wait_timeout: u64,
+    },
     /// List hosts: every project's instances (administrators only)
     HostList,
     /// Show a host's details and why it is in its status (administrators only)
@@ -274,6 +319,70 @@ pub struct DeleteArgs {
     pub wait_timeout: u64,
 }
 
+/// Arguments of `capsule-create` and `capsule-update`.
+#[derive(Debug, Args)]
+pub struct CapsuleFileArgs {
+    /// Template file, YAML or JSON ("-" for stdin); also -f FILE
+    #[arg(long = "file", value_name = "FILE", required = true)]
+    pub file: std::path::PathBuf,
+    /// Show progress until the pod is Running (or has run to completion), and fail with
+    /// the reason if it fails or the update is rolled back
+    #[arg(long)]
+    pub wait: bool,
+    /// Seconds --wait waits at most
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, requires = "wait")]
+    pub wait_timeout: u64,
+}
+
+const CAPSULE_FILE_COMMANDS: [&str; 2] = ["capsule-create", "capsule-update"];
+const FORMAT_NAMES: [&str; 4] = ["table", "json", "yaml", "value"];
+
+/// Lets `capsule-create -f FILE` name the template, as the issue and kubectl spell it,
+/// while `-f table|json|yaml|value` keeps choosing the output format everywhere: after
+/// `capsule-create` or `capsule-update`, a `-f` whose value is not a format name becomes
+/// `--file`. (A file called `json` is still reachable as `./json` or `--file json`.)
+pub fn normalize_args<I, S>(args: I) -> Vec<std::ffi::OsString>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<std::ffi::OsString>,
+{
+    let mut out: Vec<std::ffi::OsString> = Vec::new();
+    let mut in_file_command = false;
+    let mut iter = args.into_iter().map(Into::into).peekable();
+    while let Some(arg) = iter.next() {
+        let text = arg.to_str().unwrap_or_default().to_string();
+        if text == "--" {
+            out.push(arg);
+            out.extend(iter);
+            break;
+        }
+        if CAPSULE_FILE_COMMANDS.contains(&text.as_str()) {
+            in_file_command = true;
+        }
+        if in_file_command && text == "-f" {
+            let value_is_file = iter
+                .peek()
+                .and_then(|v| v.to_str())
+                .is_some_and(|v| !FORMAT_NAMES.contains(&v));
+            if value_is_file {
+                out.push("--file".into());
+                continue;
+            }
+        }
+        if in_file_command {
+            if let Some(value) = text.strip_prefix("-f") {
+                let value = value.strip_prefix('=').unwrap_or(value);
+                if !value.is_empty() && !text.starts_with("--") && !FORMAT_NAMES.contains(&value) {
+                    out.push(format!("--file={value}").into());
+                    continue;
+                }
+            }
+        }
+        out.push(arg);
+    }
+    out
+}
+
 /// Arguments of `container-logs`.
 #[derive(Debug, Args)]
 pub struct LogsArgs {
@@ -373,6 +482,15 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
         }
     }
 
+    // A template that cannot be read or is not YAML/JSON is reported before anything
+    // is sent; the server judges the rest and names the field of any error.
+    let template = match &command {
+        Command::CapsuleCreate(args) | Command::CapsuleUpdate { args, .. } => {
+            Some(crate::capsule::read_template(&args.file)?)
+        }
+        _ => None,
+    };
+
     // Where the certificate directory goes is settled before anything is sent.
     let cert_dir = match &command {
         Command::DockerCredentials { dir } => Some(match dir {
@@ -397,6 +515,14 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
     let show = |view: &crate::container::ContainerView| {
         print(&output::render_one(
             &output::container_record(view),
+            output.format,
+            &output.columns,
+        )?)
+    };
+
+    let show_capsule = |view: &crate::capsule::CapsuleView| {
+        print(&output::render_one(
+            &crate::capsule::capsule_record(view),
             output.format,
             &output.columns,
         )?)
@@ -492,6 +618,73 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
                 .map_err(CliError::from_api)?;
             show(&view)
         }
+        Command::CapsuleCreate(args) => {
+            let template = template.expect("read above");
+            let view = client
+                .create_capsule(&template)
+                .await
+                .map_err(CliError::from_api)?;
+            show_capsule(&settle_capsule(&client, view, &args, env).await?)
+        }
+        Command::CapsuleList { all_projects } => {
+            let views = client
+                .list_capsules(all_projects)
+                .await
+                .map_err(CliError::from_api)?;
+            let records: Vec<_> = views.iter().map(crate::capsule::capsule_record).collect();
+            print(&output::render_many(
+                &records,
+                crate::capsule::CAPSULE_FIELDS,
+                crate::capsule::CAPSULE_LIST_COLUMNS,
+                output.format,
+                &output.columns,
+            )?)
+        }
+        Command::CapsuleShow { id } => {
+            let view = client.get_capsule(&id).await.map_err(CliError::from_api)?;
+            show_capsule(&view)
+        }
+        Command::CapsuleUpdate { id, args } => {
+            let template = template.expect("read above");
+            let view = client
+                .update_capsule(&id, &template)
+                .await
+                .map_err(CliError::from_api)?;
+            show_capsule(&settle_capsule(&client, view, &args, env).await?)
+        }
+        Command::CapsuleDelete {
+            ids,
+            wait,
+            wait_timeout,
+        } => {
+            let mut failures = Vec::new();
+            for id in &ids {
+                let result = match client.delete_capsule(id).await {
+                    Err(err) => {
+                        Err(CliError::from_api(err).context(format!("deleting capsule {id}")))
+                    }
+                    Ok(()) if wait => {
+                        let mut progress = Progress::new(env.stderr_is_terminal);
+                        wait::wait_for_capsule_deletion(
+                            &client,
+                            id,
+                            Duration::from_secs(wait_timeout),
+                            &mut progress,
+                        )
+                        .await
+                    }
+                    Ok(()) => Ok(()),
+                };
+                if let Err(err) = result {
+                    failures.push(err);
+                }
+            }
+            if failures.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::many(failures))
+            }
+        }
         Command::HostList => {
             let views = client.list_hosts().await.map_err(CliError::from_api)?;
             let records: Vec<_> = views
@@ -580,6 +773,37 @@ pub async fn run(cli: Cli, env: &Environment) -> Result<(), CliError> {
             print(&identity::run(&client, command, output.format, &output.columns).await?)
         }
     }
+}
+
+/// The uuid of a capsule the server just answered with (names are not unique).
+/// With `--wait`, the capsule once its spec has settled (waiting with progress);
+/// else the server's answer as it is.
+async fn settle_capsule(
+    client: &Client,
+    view: crate::capsule::CapsuleView,
+    args: &CapsuleFileArgs,
+    env: &Environment,
+) -> Result<crate::capsule::CapsuleView, CliError> {
+    if !args.wait {
+        return Ok(view);
+    }
+    let id = capsule_id(&view)?;
+    let mut progress = Progress::new(env.stderr_is_terminal);
+    wait::wait_for_capsule(
+        client,
+        &id,
+        crate::capsule::generation_of(&view),
+        Duration::from_secs(args.wait_timeout),
+        &mut progress,
+    )
+    .await
+}
+
+fn capsule_id(view: &crate::capsule::CapsuleView) -> Result<String, CliError> {
+    view.get("uuid")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| CliError::new("the server's answer has no capsule uuid to wait for"))
 }
 
 fn update_body(args: &UpdateArgs) -> UpdateContainer {
@@ -851,5 +1075,41 @@ mod tests {
         .unwrap();
         assert_eq!(cli.auth.auth_url.as_deref(), Some("http://h/identity/v3"));
         assert_eq!(cli.auth.username.as_deref(), Some("u"));
+    }
+
+    fn capsule_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let argv = normalize_args(std::iter::once("osc").chain(args.iter().copied()));
+        Cli::try_parse_from(argv)
+    }
+
+    #[test]
+    fn capsule_create_takes_the_template_with_dash_f_and_the_format_too() {
+        let cli =
+            capsule_parse(&["capsule-create", "-f", "pod.yaml", "--wait", "-f", "json"]).unwrap();
+        assert_eq!(cli.output.format, Format::Json);
+        let Command::CapsuleCreate(args) = cli.command else {
+            panic!("expected capsule-create");
+        };
+        assert_eq!(args.file, std::path::PathBuf::from("pod.yaml"));
+        assert!(args.wait);
+        let cli = capsule_parse(&["-f", "value", "capsule-update", "web", "-fnew.json"]).unwrap();
+        assert_eq!(cli.output.format, Format::Value);
+        let Command::CapsuleUpdate { id, args } = cli.command else {
+            panic!("expected capsule-update");
+        };
+        assert_eq!((id.as_str(), args.file.to_str()), ("web", Some("new.json")));
+        // Elsewhere -f is only the format, as before.
+        assert_eq!(
+            normalize_args(["osc", "container-show", "-f", "x"]),
+            ["osc", "container-show", "-f", "x"].map(std::ffi::OsString::from)
+        );
+    }
+
+    #[test]
+    fn capsule_create_without_a_file_is_a_usage_error() {
+        let err = capsule_parse(&["capsule-create"]).unwrap_err();
+        let line = usage_error_line(&err.render().to_string(), Some("capsule-create"));
+        assert!(line.contains("--file"), "{line}");
+        assert!(capsule_parse(&["capsule-delete"]).is_err());
     }
 }

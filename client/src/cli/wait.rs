@@ -5,8 +5,10 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use super::error::CliError;
+use crate::capsule::{self, CapsuleView};
 use crate::client::Client;
 use crate::container::{ContainerStatus, ContainerView};
+use crate::error::ClientError;
 
 /// The status a `--wait` waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,6 +177,27 @@ pub async fn wait_for_status(
     }
 }
 
+/// What a poll during a deletion saw: the view, or `None` once the server answers
+/// 404. Any other error ends the wait, as does the deletion's end.
+fn still_there<T>(
+    answer: Result<T, ClientError>,
+    progress: &mut Progress,
+    kind: &str,
+    id: &str,
+) -> Result<Option<T>, CliError> {
+    match answer {
+        Ok(view) => Ok(Some(view)),
+        Err(err) if err.is_not_found() => {
+            progress.finish();
+            Ok(None)
+        }
+        Err(err) => {
+            progress.finish();
+            Err(CliError::from_api(err).context(format!("waiting for {kind} {id}")))
+        }
+    }
+}
+
 /// Polls until `GET /containers/{id}` answers 404, or the deletion fails or times out.
 pub async fn wait_for_deletion(
     client: &Client,
@@ -185,16 +208,9 @@ pub async fn wait_for_deletion(
     let deadline = Instant::now() + timeout;
     let mut seen_deleting = false;
     loop {
-        let view = match client.get_container(id).await {
-            Ok(view) => view,
-            Err(err) if err.is_not_found() => {
-                progress.finish();
-                return Ok(());
-            }
-            Err(err) => {
-                progress.finish();
-                return Err(CliError::from_api(err).context(format!("waiting for container {id}")));
-            }
+        let Some(view) = still_there(client.get_container(id).await, progress, "container", id)?
+        else {
+            return Ok(());
         };
         progress.update(format!("deleting {id}: {}", describe(&view)));
         match view.status {
@@ -215,6 +231,190 @@ pub async fn wait_for_deletion(
                 "gave up after {}s: container {id} still exists ({})",
                 timeout.as_secs(),
                 describe(&view)
+            )));
+        }
+        pause(progress).await;
+    }
+}
+
+/// Judges one observation of a capsule for `capsule-create --wait` and
+/// `capsule-update --wait`: done when it is Running at `generation` (or later), failed on
+/// Error, on a rollback of `generation`, or when its pod ended without succeeding.
+pub fn judge_capsule(view: &CapsuleView, generation: Option<i64>) -> Verdict {
+    let label = capsule::label_of(view, "capsule");
+    let reason = || {
+        view.get("status_reason")
+            .and_then(serde_json::Value::as_str)
+            .filter(|r| !r.is_empty())
+            .or_else(|| {
+                capsule::pod_status_of(view)
+                    .and_then(|p| p.get("message"))
+                    .and_then(serde_json::Value::as_str)
+            })
+            .unwrap_or("no reason given")
+            .to_string()
+    };
+    let pod = capsule::pod_status_of(view);
+    if let (Some(wanted), Some(rollback)) = (
+        generation,
+        pod.and_then(|p| p.get("rollback")).filter(|r| !r.is_null()),
+    ) {
+        if rollback
+            .get("failed_generation")
+            .and_then(serde_json::Value::as_i64)
+            == Some(wanted)
+        {
+            let why = rollback
+                .get("reason")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("no reason given");
+            return Verdict::Failed(format!(
+                "capsule {label}: the update was rolled back: {why}"
+            ));
+        }
+    }
+    let phase = pod
+        .and_then(|p| p.get("phase"))
+        .and_then(serde_json::Value::as_str);
+    let reported_generation = pod
+        .and_then(|p| p.get("generation"))
+        .and_then(serde_json::Value::as_i64);
+    let at_generation = match generation {
+        Some(wanted) => reported_generation.is_some_and(|g| g >= wanted),
+        None => true,
+    };
+    match capsule::status_of(view).to_ascii_lowercase().as_str() {
+        "error" => Verdict::Failed(format!("capsule {label} went to Error: {}", reason())),
+        "deleting" | "deleted" => Verdict::Failed(format!(
+            "capsule {label} went to {} instead of Running",
+            capsule::status_of(view)
+        )),
+        "running" if at_generation => Verdict::Done,
+        // A pod whose containers all ran to completion (OnFailure/Never) is done too.
+        "stopped" if at_generation && phase == Some("Succeeded") => Verdict::Done,
+        "stopped" if at_generation => Verdict::Failed(format!(
+            "capsule {label} stopped ({}): {}",
+            phase.unwrap_or("Unknown"),
+            reason()
+        )),
+        _ => Verdict::Pending,
+    }
+}
+
+/// How long every app container must keep running (same start) before a capsule's
+/// Running counts for `--wait`.
+pub const STEADY_FOR: Duration = Duration::from_secs(3);
+
+/// What identifies the current run of every app container (`name@started_at`), or
+/// `None` while one of them is not running (or the view has no container statuses).
+pub fn running_signature(view: &CapsuleView) -> Option<Vec<String>> {
+    let statuses = capsule::pod_status_of(view)?
+        .get("container_statuses")?
+        .as_array()?;
+    if statuses.is_empty() {
+        return None;
+    }
+    statuses
+        .iter()
+        .map(|c| {
+            let started = c.get("state")?.get("running")?.get("started_at")?;
+            let name = c
+                .get("name")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("?");
+            Some(format!("{name}@{started}"))
+        })
+        .collect()
+}
+
+/// Polls `GET /capsules/{id}` until [`judge_capsule`] says done or failed, or `timeout`
+/// passes. Returns the last view.
+pub async fn wait_for_capsule(
+    client: &Client,
+    id: &str,
+    generation: Option<i64>,
+    timeout: Duration,
+    progress: &mut Progress,
+) -> Result<CapsuleView, CliError> {
+    let deadline = Instant::now() + timeout;
+    // A crash-looping container is Running for a moment after each restart, so Running
+    // counts only once every app container has kept running (same start) for a while.
+    let mut steady: Option<(Vec<String>, Instant)> = None;
+    loop {
+        let view = client.get_capsule(id).await.map_err(|e| {
+            progress.finish();
+            CliError::from_api(e).context(format!("waiting for capsule {id}"))
+        })?;
+        let label = capsule::label_of(&view, id).to_string();
+        progress.update(format!("waiting for {label}: {}", capsule::describe(&view)));
+        let mut verdict = judge_capsule(&view, generation);
+        if verdict == Verdict::Done && capsule::status_of(&view).eq_ignore_ascii_case("running") {
+            verdict = match running_signature(&view) {
+                // A server without per-container status: its Running is all there is.
+                None if capsule::pod_status_of(&view).is_none() => Verdict::Done,
+                None => {
+                    steady = None;
+                    Verdict::Pending
+                }
+                Some(signature) => match &steady {
+                    Some((seen, since)) if *seen == signature => {
+                        if since.elapsed() >= STEADY_FOR {
+                            Verdict::Done
+                        } else {
+                            Verdict::Pending
+                        }
+                    }
+                    _ => {
+                        steady = Some((signature, Instant::now()));
+                        Verdict::Pending
+                    }
+                },
+            };
+        }
+        match verdict {
+            Verdict::Done => {
+                progress.finish();
+                return Ok(view);
+            }
+            Verdict::Failed(why) => {
+                progress.finish();
+                return Err(CliError::new(why).with_hint(format!(
+                    "see osc capsule-show {label} for every container's state"
+                )));
+            }
+            Verdict::Pending if Instant::now() >= deadline => {
+                progress.finish();
+                return Err(CliError::new(format!(
+                    "gave up after {}s: capsule {label} is still {}",
+                    timeout.as_secs(),
+                    capsule::describe(&view)
+                ))
+                .with_hint("raise --wait-timeout, or check it later with osc capsule-show"));
+            }
+            Verdict::Pending => pause(progress).await,
+        }
+    }
+}
+
+/// Polls until `GET /capsules/{id}` answers 404, or `timeout` passes.
+pub async fn wait_for_capsule_deletion(
+    client: &Client,
+    id: &str,
+    timeout: Duration,
+    progress: &mut Progress,
+) -> Result<(), CliError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let Some(view) = still_there(client.get_capsule(id).await, progress, "capsule", id)? else {
+            return Ok(());
+        };
+        progress.update(format!("deleting {id}: {}", capsule::describe(&view)));
+        if Instant::now() >= deadline {
+            progress.finish();
+            return Err(CliError::new(format!(
+                "gave up after {}s: capsule {id} still exists ({})",
+                timeout.as_secs(),
+                capsule::describe(&view)
             )));
         }
         pause(progress).await;
@@ -287,6 +487,76 @@ mod tests {
         assert_eq!(
             judge(Target::Created, &view("Stopped", None)),
             Verdict::Done
+        );
+    }
+
+    fn capsule(value: serde_json::Value) -> CapsuleView {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn capsule_wait_ends_at_running_and_fails_on_error_with_the_reason() {
+        let creating = capsule(json!({"name": "p", "status": "Creating"}));
+        assert_eq!(judge_capsule(&creating, None), Verdict::Pending);
+        let running = capsule(json!({"name": "p", "status": "Running"}));
+        assert_eq!(judge_capsule(&running, None), Verdict::Done);
+        let error = capsule(json!({"name": "p", "status": "Error", "status_reason": "no space"}));
+        assert_eq!(
+            judge_capsule(&error, None),
+            Verdict::Failed("capsule p went to Error: no space".into())
+        );
+    }
+
+    #[test]
+    fn capsule_update_wait_needs_the_new_generation_and_fails_on_its_rollback() {
+        let old = capsule(
+            json!({"name": "p", "status": "Running", "pod_status": {"generation": 1, "phase": "Running"}}),
+        );
+        assert_eq!(judge_capsule(&old, Some(2)), Verdict::Pending);
+        let new = capsule(
+            json!({"name": "p", "status": "Running", "pod_status": {"generation": 2, "phase": "Running"}}),
+        );
+        assert_eq!(judge_capsule(&new, Some(2)), Verdict::Done);
+        let rolled = capsule(json!({"name": "p", "status": "Running", "pod_status": {
+            "generation": 1, "phase": "Running",
+            "rollback": {"failed_generation": 2, "restored_generation": 1, "reason": "container web: CrashLoopBackOff"}
+        }}));
+        assert_eq!(
+            judge_capsule(&rolled, Some(2)),
+            Verdict::Failed(
+                "capsule p: the update was rolled back: container web: CrashLoopBackOff".into()
+            )
+        );
+    }
+
+    #[test]
+    fn running_signature_needs_every_app_container_running() {
+        let both = capsule(json!({"pod_status": {"container_statuses": [
+            {"name": "a", "state": {"running": {"started_at": "t1"}}},
+            {"name": "b", "state": {"running": {"started_at": "t2"}}}
+        ]}}));
+        assert_eq!(
+            running_signature(&both),
+            Some(vec!["a@\"t1\"".to_string(), "b@\"t2\"".to_string()])
+        );
+        let crashing = capsule(json!({"pod_status": {"container_statuses": [
+            {"name": "a", "state": {"running": {"started_at": "t1"}}},
+            {"name": "b", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}
+        ]}}));
+        assert_eq!(running_signature(&crashing), None);
+    }
+
+    #[test]
+    fn capsule_that_completed_is_done_and_one_that_failed_is_not() {
+        let done = capsule(
+            json!({"name": "p", "status": "Stopped", "pod_status": {"phase": "Succeeded"}}),
+        );
+        assert_eq!(judge_capsule(&done, None), Verdict::Done);
+        let failed = capsule(
+            json!({"name": "p", "status": "Stopped", "pod_status": {"phase": "Failed", "message": "init failed"}}),
+        );
+        assert!(
+            matches!(judge_capsule(&failed, None), Verdict::Failed(why) if why.contains("Failed"))
         );
     }
 }

@@ -1,6 +1,6 @@
 //! `/v1/containers`: Zun's container routes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use berth_proto::{PortBinding, Privileges};
@@ -8,12 +8,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::params::{flex_bool, flex_f64, flex_i64, Params};
+use super::params::{flex_bool, flex_f64, flex_i64, require_json, Params};
 use super::views;
 use crate::containers::{self as service, find, NewContainer, Op, Scope};
 use crate::db::containers::{self as q, ListFilter};
 use crate::db::instances;
-use crate::db::models::{ContainerRow, InstanceRow, PortRow};
+use crate::db::models::{ContainerRow, PortRow};
 use crate::domain::{
     ContainerName, CpuLimit, ImageRef, MemoryMib, PortMapping, RestartPolicy, Signal,
 };
@@ -281,21 +281,6 @@ impl TryFrom<CreateBody> for NewContainer {
     }
 }
 
-fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
-    let ct = req
-        .headers()
-        .get("Content-Type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if ct.starts_with("application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "The request body must be JSON: send Content-Type: application/json (got '{ct}')"
-        )))
-    }
-}
-
 async fn create(
     state: web::Data<AppState>,
     ctx: RequestContext,
@@ -350,14 +335,7 @@ async fn render(
         .db
         .run(move |c| {
             let ports = q::ports_of(c, &ids)?;
-            let mut insts: HashMap<String, InstanceRow> = HashMap::new();
-            for id in instance_ids {
-                if let std::collections::hash_map::Entry::Vacant(slot) = insts.entry(id) {
-                    if let Some(i) = instances::get(c, slot.key())? {
-                        slot.insert(i);
-                    }
-                }
-            }
+            let insts = instances::get_many(c, instance_ids)?;
             Ok((ports, insts))
         })
         .await?;
@@ -406,29 +384,7 @@ async fn list(
             .policy
             .enforce("container:get_all_all_projects", &ctx, &Target::own(&ctx))?;
     }
-    let limit = match p.uint("limit")? {
-        Some(0) => {
-            return Err(ApiError::BadRequest(
-                "Invalid limit 0: limit must be a positive integer".into(),
-            ))
-        }
-        Some(n) => n.min(1000) as i64,
-        None => 1000,
-    };
-    if let Some(k) = p.str("sort_key") {
-        if k != "id" && k != "uuid" {
-            return Err(ApiError::BadRequest(format!(
-                "Invalid sort_key '{k}': only id is supported"
-            )));
-        }
-    }
-    if let Some(d) = p.str("sort_dir") {
-        if d != "asc" {
-            return Err(ApiError::BadRequest(format!(
-                "Invalid sort_dir '{d}': only asc is supported"
-            )));
-        }
-    }
+    let limit = p.page_limit()?;
     let project = if all_projects {
         p.str("project_id")
     } else {

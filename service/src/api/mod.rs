@@ -1,5 +1,6 @@
 //! The Zun-compatible REST API.
 
+pub mod capsules;
 pub mod containers;
 pub mod docker_credentials;
 pub mod error;
@@ -28,6 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("", web::get().to(v1))
             .route("/", web::get().to(v1))
             .configure(containers::configure)
+            .configure(capsules::configure)
             .configure(quotas::configure)
             .configure(hosts::configure)
             .configure(instances::configure)

@@ -6,6 +6,22 @@ use serde_json::{Map, Value};
 
 use super::error::ApiError;
 
+/// Refuses a request whose body is not declared as JSON (415).
+pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let ct = req
+        .headers()
+        .get("Content-Type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if ct.starts_with("application/json") {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType(format!(
+            "The request body must be JSON: send Content-Type: application/json (got '{ct}')"
+        )))
+    }
+}
+
 /// Query-string parameters and, when the body is a JSON object, its fields.
 pub struct Params(Map<String, Value>);
 
@@ -70,6 +86,35 @@ impl Params {
     /// A boolean parameter, `default` when absent.
     pub fn bool(&self, key: &str, default: bool) -> Result<bool, ApiError> {
         self.get(key).map_or(Ok(default), |v| flex_bool(key, v))
+    }
+
+    /// The page size of a listing, which is always in uuid order: `limit` (at most
+    /// 1000, the default); a `sort_key` or `sort_dir` asking another order is refused.
+    pub fn page_limit(&self) -> Result<i64, ApiError> {
+        let limit = match self.uint("limit")? {
+            Some(0) => {
+                return Err(ApiError::BadRequest(
+                    "Invalid limit 0: limit must be a positive integer".into(),
+                ))
+            }
+            Some(n) => n.min(1000) as i64,
+            None => 1000,
+        };
+        if let Some(k) = self.str("sort_key") {
+            if k != "id" && k != "uuid" {
+                return Err(ApiError::BadRequest(format!(
+                    "Invalid sort_key '{k}': only id is supported"
+                )));
+            }
+        }
+        if let Some(d) = self.str("sort_dir") {
+            if d != "asc" {
+                return Err(ApiError::BadRequest(format!(
+                    "Invalid sort_dir '{d}': only asc is supported"
+                )));
+            }
+        }
+        Ok(limit)
     }
 
     /// A non-negative integer parameter.

@@ -1,5 +1,7 @@
 //! Instance queries.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 
 use super::models::InstanceRow;
@@ -13,6 +15,23 @@ pub fn get(conn: &mut DbConnection, id: &str) -> Result<Option<InstanceRow>, DbE
         .select(InstanceRow::as_select())
         .first(conn)
         .optional()?)
+}
+
+/// The instances with these ids, keyed by id; an id repeated is read once
+/// and an id with no instance is left out.
+pub fn get_many(
+    conn: &mut DbConnection,
+    ids: impl IntoIterator<Item = String>,
+) -> Result<HashMap<String, InstanceRow>, DbError> {
+    let mut found = HashMap::new();
+    for id in ids {
+        if let std::collections::hash_map::Entry::Vacant(slot) = found.entry(id) {
+            if let Some(row) = get(conn, slot.key())? {
+                slot.insert(row);
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// The instance of `provider` called `name`, if registered.

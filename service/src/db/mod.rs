@@ -3,6 +3,7 @@
 //! Queries are written once against [`DbConnection`], a `MultiConnection` over both
 //! backends; only connection set-up and migrations differ per backend.
 
+pub mod capsules;
 pub mod containers;
 pub mod docker_credentials;
 pub mod enrollment;

@@ -148,3 +148,43 @@ pub struct ActionRow {
     pub result: Option<String>,
     pub message: Option<String>,
 }
+
+/// A capsule (pod): its template, the spec given to its instance's agent and the
+/// status the agent last reported (JSON texts).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = capsules)]
+pub struct CapsuleRow {
+    pub id: String,
+    pub project_id: String,
+    pub user_id: String,
+    pub name: String,
+    /// The template as submitted (JSON).
+    pub template: String,
+    /// `berth_proto::PodSpec` JSON, the desired state.
+    pub spec: String,
+    /// The spec before the last update (JSON).
+    pub previous_spec: Option<String>,
+    pub generation: i64,
+    pub status: String,
+    pub status_reason: Option<String>,
+    pub instance_id: Option<String>,
+    /// Summed vCPUs (trigger-counted on the instance).
+    pub cpu: f64,
+    /// Summed MiB (trigger-counted on the instance).
+    pub memory_mib: i64,
+    /// `berth_proto::PodStatus` JSON, last reported.
+    pub pod_status: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+}
+
+/// A host port a capsule publishes on its instance.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = capsule_ports)]
+pub struct CapsulePortRow {
+    pub instance_id: String,
+    pub protocol: String,
+    pub host_port: i32,
+    pub capsule_id: String,
+    pub container_port: i32,
+}

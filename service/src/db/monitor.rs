@@ -42,10 +42,19 @@ pub fn container_counts(conn: &mut DbConnection) -> Result<HashMap<String, i64>,
         .group_by(containers::instance_id)
         .select((containers::instance_id, diesel::dsl::count_star()))
         .load(conn)?;
-    Ok(rows
+    let mut counts: HashMap<String, i64> = rows
         .into_iter()
         .filter_map(|(id, n)| id.map(|id| (id, n)))
-        .collect())
+        .collect();
+    // A capsule holds its instance as a container does.
+    let capsules: Vec<Option<String>> = super::schema::capsules::table
+        .filter(super::schema::capsules::instance_id.is_not_null())
+        .select(super::schema::capsules::instance_id)
+        .load(conn)?;
+    for id in capsules.into_iter().flatten() {
+        *counts.entry(id).or_insert(0) += 1;
+    }
+    Ok(counts)
 }
 
 /// Locks the instance's row (PostgreSQL; SQLite's single connection is already serial)
@@ -90,7 +99,11 @@ pub fn release_if_idle(
             .filter(containers::instance_id.eq(id))
             .count()
             .get_result(conn)?;
-        if held > 0 {
+        let capsules: i64 = super::schema::capsules::table
+            .filter(super::schema::capsules::instance_id.eq(id))
+            .count()
+            .get_result(conn)?;
+        if held + capsules > 0 {
             return Ok(None);
         }
         diesel::update(instances::table.find(id))
@@ -179,6 +192,21 @@ pub fn mark_lost(
                 containers::updated_at.eq(t),
             ))
             .execute(conn)?;
+        // Capsules on it: their agent cannot tell how their pods are.
+        {
+            use super::schema::capsules as k;
+            diesel::update(
+                k::table
+                    .filter(k::instance_id.eq(id))
+                    .filter(k::status.ne_all(["Deleting", "Error", "Unknown"])),
+            )
+            .set((
+                k::status.eq("Unknown"),
+                k::status_reason.eq(Some(reason)),
+                k::updated_at.eq(t),
+            ))
+            .execute(conn)?;
+        }
         Ok(marked)
     })
 }
@@ -226,6 +254,30 @@ pub fn mark_gone(conn: &mut DbConnection, id: &str, reason: &str) -> Result<Vec<
             ))
             .execute(conn)?;
         failed.extend(rest);
+        // Capsules on it are gone with it: those being deleted are done, the others
+        // go to Error, off the instance and freed of its ports.
+        {
+            use super::schema::{capsule_ports as kp, capsules as k};
+            let on: Vec<String> = k::table
+                .filter(k::instance_id.eq(id))
+                .select(k::id)
+                .load(conn)?;
+            diesel::delete(kp::table.filter(kp::capsule_id.eq_any(&on))).execute(conn)?;
+            diesel::delete(
+                k::table
+                    .filter(k::instance_id.eq(id))
+                    .filter(k::status.eq("Deleting")),
+            )
+            .execute(conn)?;
+            diesel::update(k::table.filter(k::instance_id.eq(id)))
+                .set((
+                    k::status.eq("Error"),
+                    k::status_reason.eq(Some(reason)),
+                    k::instance_id.eq(None::<String>),
+                    k::updated_at.eq(t),
+                ))
+                .execute(conn)?;
+        }
         Ok(failed)
     })
 }

@@ -232,10 +232,12 @@ pub fn usage(conn: &mut DbConnection, project: &str) -> Result<Usage, DbError> {
         .filter(containers::project_id.eq(project))
         .select((containers::cpu, containers::memory_mib, containers::disk_gb))
         .load(conn)?;
+    // A capsule counts as one container with its pod's summed cpu and memory.
+    let (capsules, capsule_cpu, capsule_mem) = super::capsules::usage(conn, project)?;
     Ok(Usage {
-        containers: rows.len() as i64,
-        cpu: rows.iter().map(|r| r.0).sum(),
-        memory_mib: rows.iter().map(|r| r.1).sum(),
+        containers: rows.len() as i64 + capsules,
+        cpu: rows.iter().map(|r| r.0).sum::<f64>() + capsule_cpu,
+        memory_mib: rows.iter().map(|r| r.1).sum::<i64>() + capsule_mem,
         disk_gb: rows.iter().map(|r| r.2).sum(),
         instances: instances_in_use(conn, project)?,
     })

@@ -184,3 +184,37 @@ diesel::table! {
         expires_at -> Timestamp,
     }
 }
+
+diesel::table! {
+    capsules (id) {
+        id -> Text,
+        project_id -> Text,
+        user_id -> Text,
+        name -> Text,
+        template -> Text,
+        spec -> Text,
+        previous_spec -> Nullable<Text>,
+        generation -> BigInt,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        instance_id -> Nullable<Text>,
+        cpu -> Double,
+        memory_mib -> BigInt,
+        pod_status -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    capsule_ports (instance_id, protocol, host_port) {
+        instance_id -> Text,
+        protocol -> Text,
+        host_port -> Integer,
+        capsule_id -> Text,
+        container_port -> Integer,
+    }
+}
+
+diesel::joinable!(capsule_ports -> capsules (capsule_id));
+diesel::allow_tables_to_appear_in_same_query!(capsules, capsule_ports, instances);

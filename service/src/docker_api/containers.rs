@@ -883,14 +883,7 @@ async fn with_context(
         .db
         .run(move |c| {
             let ports = q::ports_of(c, &ids)?;
-            let mut insts = HashMap::new();
-            for id in inst_ids {
-                if let std::collections::hash_map::Entry::Vacant(slot) = insts.entry(id) {
-                    if let Some(i) = instances::get(c, slot.key())? {
-                        slot.insert(i);
-                    }
-                }
-            }
+            let insts = instances::get_many(c, inst_ids)?;
             Ok::<_, DbError>((ports, insts))
         })
         .await?;

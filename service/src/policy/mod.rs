@@ -118,6 +118,8 @@ const ACTIONS: &[(&str, &str)] = &[
     ("capsule:get_one_all_projects", ADMIN),
     ("capsule:get_all", READ),
     ("capsule:get_all_all_projects", ADMIN),
+    // Berth: PATCH /v1/capsules/{id} with a new template.
+    ("capsule:update", OWN),
     ("host:get_all", ADMIN),
     ("host:get", ADMIN),
     ("image:pull", ADMIN),

@@ -278,6 +278,20 @@ pub fn agent_spec(
         ),
         ("BERTH_AGENT_INSTANCE".to_owned(), instance.id.clone()),
         ("RUST_LOG".to_owned(), "info".to_owned()),
+        // Pods: records kept beside the credential (survive agent restarts); the
+        // agent's own image serves as the pods' infra container (`berth-agent pause`).
+        (
+            "BERTH_AGENT_STATE_DIR".to_owned(),
+            "/var/lib/berth-agent/state".to_owned(),
+        ),
+        (
+            "BERTH_AGENT_POD_INFRA_IMAGE".to_owned(),
+            options.image.clone(),
+        ),
+        (
+            "BERTH_AGENT_POD_INFRA_COMMAND".to_owned(),
+            "pause".to_owned(),
+        ),
     ]);
     let labels = BTreeMap::from([
         (LABEL_ROLE.to_owned(), ROLE_INSTANCE_AGENT.to_owned()),

@@ -218,7 +218,9 @@ pub fn candidates(
                 container_ports::host_port,
             ))
             .load(conn)?;
-        for (instance, protocol, port) in held {
+        // Capsules publish host ports too (held by their infra container).
+        let held_by_capsules = crate::db::capsules::held_on(conn, &ids, &ports)?;
+        for (instance, protocol, port) in held.into_iter().chain(held_by_capsules) {
             if ask
                 .host_ports
                 .iter()
@@ -349,9 +351,14 @@ fn port_conflict(
     };
     let instance = &blocked.instance.id;
     for (protocol, port) in &ask.host_ports {
-        if let Some(holder) = crate::db::containers::port_holder(conn, instance, protocol, *port)? {
+        let holder = match crate::db::containers::port_holder(conn, instance, protocol, *port)? {
+            Some(c) => Some(format!("container {c}")),
+            None => crate::db::capsules::port_holder(conn, instance, protocol, *port)?
+                .map(|c| format!("capsule {c}")),
+        };
+        if let Some(holder) = holder {
             return Ok(Some(format!(
-                "Host port {port}/{protocol} is already published on instance {instance} by container {holder}; choose another host port, or give only the container port to let the engine pick one"
+                "Host port {port}/{protocol} is already published on instance {instance} by {holder}; choose another host port, or give only the container port to let the engine pick one"
             )));
         }
     }

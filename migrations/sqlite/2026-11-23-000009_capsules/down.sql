@@ -1,0 +1,2 @@
+DROP TABLE capsule_ports;
+DROP TABLE capsules;
