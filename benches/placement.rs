@@ -88,6 +88,7 @@ fn container(id: String, project: &str, instance: &str) -> ContainerRow {
         run_user: None,
         docker_config: None,
         privileges: None,
+        registry_id: None,
     }
 }
 

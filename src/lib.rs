@@ -1,5 +1,9 @@
 //! The all-in-one deployment behind `berth up`: the service, a relay and an agent for
 //! this host in one process, with SQLite under a data directory by default.
+//!
+//! Relay connections are mutually authenticated TLS even here: `<data>/pki` holds the
+//! deployment's CA (made on first start) and the relay's certificate; the service and
+//! the local agent get client certificates of the same CA (docs/TLS.md).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -46,7 +50,7 @@ pub struct UpOptions {
     pub placement: berth_service::settings::PlacementSettings,
     /// The Docker endpoint's plain listener (loopback only); None: off.
     pub docker_listen: Option<SocketAddr>,
-    /// The Docker endpoint's TLS listener (CA under `<data>/docker-tls`); None: off.
+    /// The Docker endpoint's TLS listener (the deployment's CA, `<data>/pki`); None: off.
     pub docker_tls_listen: Option<SocketAddr>,
     /// The local agent's pods: crash-loop backoff (kubelet's by default; tests scale it
     /// down, the algorithm stays the same) and infra image. A `state_dir` of `None`
@@ -86,13 +90,38 @@ impl Embedded {
         let keys_dir = data.join("keys");
         let credential_key = SigningKey::load_or_create(&keys_dir.join(CREDENTIAL_KEY_FILE))?;
 
+        // One CA for the deployment; the relay's certificate names every address it is
+        // dialled at (agent containers share the host's network: loopback).
+        let pki_dir = data.join("pki");
+        let mut relay_names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            opts.advertise_address.to_string(),
+        ];
+        if !opts.relay_listen.ip().is_unspecified() {
+            relay_names.push(opts.relay_listen.ip().to_string());
+        }
+        let ca = berth_service::pki::init_dir(&pki_dir, &relay_names)
+            .context("setting up the deployment's CA and certificates")?;
+        let relay_tls =
+            berth_tls::ServerTls::from_files(&berth_service::pki::relay_files(&pki_dir))?;
         let relay = Relay::bind(RelaySettings::new(
             opts.relay_listen,
             credential_key.public_key_pem(),
+            relay_tls,
         ))
         .await
         .with_context(|| format!("starting the relay on {}", opts.relay_listen))?;
-        let relay_url = format!("ws://{}", relay.local_addr());
+        // Dialled on loopback when the relay listens on all addresses.
+        let relay_ip = if opts.relay_listen.ip().is_unspecified() {
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            opts.relay_listen.ip()
+        };
+        let relay_url = format!(
+            "wss://{}",
+            SocketAddr::new(relay_ip, relay.local_addr().port())
+        );
 
         let database_url = opts
             .database_url
@@ -113,6 +142,7 @@ impl Embedded {
             relay_url: relay_url.clone(),
             keys_dir,
             token_ttl: opts.token_ttl,
+            command_token_ttl: berth_service::command_signing::DEFAULT_COMMAND_TOKEN_TTL,
             region: "RegionOne".into(),
             policy_file: opts.policy_file.clone(),
             identity: Default::default(),
@@ -124,7 +154,8 @@ impl Embedded {
             docker: DockerSettings {
                 listen: opts.docker_listen,
                 tls_listen: opts.docker_tls_listen,
-                tls_dir: Some(data.join("docker-tls")),
+                // None: the deployment's CA ([tls]), one CA for everything.
+                tls_dir: None,
                 // On all addresses, clients reach the listener where they reach this
                 // host's containers.
                 public_host: opts
@@ -133,6 +164,12 @@ impl Embedded {
                     .map(|_| opts.advertise_address.to_string()),
                 server_names: vec![opts.advertise_address.to_string()],
                 ..DockerSettings::default()
+            },
+            // berth up enables the docker provider itself, below.
+            docker_instances: Default::default(),
+            tls: berth_service::settings::TlsSettings {
+                dir: Some(pki_dir.clone()),
+                ..Default::default()
             },
         })
         .await?;
@@ -149,9 +186,20 @@ impl Embedded {
             .await?;
         let credential =
             app.mint_agent_credential(instance, Duration::from_secs(10 * 365 * 24 * 3600))?;
+        let agent_cert = ca.identity_certificate(
+            berth_tls::Identity::Instance(instance),
+            berth_service::pki::CERT_VALIDITY,
+        )?;
         let agent = Agent::connect(AgentSettings {
             relay_url: relay_url.clone(),
+            tls: berth_tls::ClientTls::from_pem(
+                ca.pem(),
+                &agent_cert.cert_pem,
+                &agent_cert.key_pem,
+            )?,
             credential,
+            // The service signs commands with its credential key.
+            service_key: app.credential_public_key_pem(),
             instance,
             docker_host: opts.docker_host.clone(),
             pods: PodSettings {
@@ -174,6 +222,8 @@ impl Embedded {
             image: opts.agent_image.clone(),
             relay_url: relay_url.clone(),
             docker_socket: docker_socket_path(opts.docker_host.as_deref()),
+            network: None,
+            labels: Default::default(),
         })
         .await
         .context("enabling instances on demand")?;

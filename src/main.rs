@@ -232,6 +232,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("Berth is up.");
     println!("  API:      {url}/v1 (identity {url}/identity/v3)");
     println!("  relay:    {}", up.relay_url);
+    println!(
+        "  CA:       {} (relay TLS and the Docker endpoint)",
+        data.join("pki").join("ca.pem").display()
+    );
     if let Some(addr) = up.docker_addr {
         println!("  docker:   tcp://{addr}");
     }

@@ -134,6 +134,7 @@ fn container(id: &str, name: &str) -> ContainerRow {
         run_user: None,
         docker_config: None,
         privileges: None,
+        registry_id: None,
     }
 }
 

@@ -187,7 +187,7 @@ fn without_credentials_only_ping_answers_and_everything_else_is_docker_style_401
     let ps = docker(&[("DOCKER_HOST", &berth.docker_host)], &["ps"]);
     assert!(!ps.success());
     assert!(ps.stderr.contains("authentication required"), "{ps}");
-    let ca = berth.data.path().join("docker-tls").join("ca.pem");
+    let ca = berth.data.path().join("pki").join("ca.pem");
     let ca = ca.display().to_string();
     let ps = docker(
         &[],
@@ -223,7 +223,7 @@ fn a_token_header_works_over_plain_and_over_tls_without_a_certificate() {
     assert!(info.contains("User: admin"), "{info}");
 
     // The same config.json headers over TLS, the server verified with the CA.
-    let ca = berth.data.path().join("docker-tls").join("ca.pem");
+    let ca = berth.data.path().join("pki").join("ca.pem");
     let ca = ca.display().to_string();
     let mut cmd = cli.command(&[
         "--host",

@@ -64,12 +64,23 @@ impl Fixture {
     }
 
     fn enroll(&self, instance: Uuid, token: &str) -> (u16, Value) {
+        let (_key, csr) = berth_tls::new_key_and_csr().unwrap();
+        self.enroll_with(instance, token, &csr)
+    }
+
+    /// Enrolls with this CSR (PEM) for the agent's TLS key.
+    fn enroll_with(&self, instance: Uuid, token: &str, csr: &str) -> (u16, Value) {
         let r = http()
             .post(format!("{}/agents/enroll", self.berth.url))
-            .json(&serde_json::json!({"instance": instance, "token": token}))
+            .json(&serde_json::json!({"instance": instance, "token": token, "csr": csr}))
             .send()
             .unwrap();
         (r.status().as_u16(), r.json().unwrap())
+    }
+
+    /// The deployment's CA certificate, as `berth up` keeps it.
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self.berth.data.path().join("pki").join("ca.pem")).unwrap()
     }
 
     /// Whether the service records the instance's agent as connected.
@@ -107,25 +118,36 @@ fn claims(jwt: &str) -> Value {
     serde_json::from_slice(&out).expect("JSON claims")
 }
 
-/// The HTTP status the relay answers a WebSocket upgrade on the agent path with.
-fn relay_upgrade_status(relay_url: &str, credential: &str) -> u16 {
-    let url = format!(
-        "{}/v1/agent",
-        relay_url
-            .replacen("ws://", "http://", 1)
-            .trim_end_matches('/')
+/// The HTTP status the relay answers a WebSocket upgrade on the agent path with (101
+/// when it upgrades), dialled over TLS with `tls`.
+fn relay_upgrade_status(relay_url: &str, credential: &str, tls: &berth_tls::ClientTls) -> u16 {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let mut request = format!("{}/v1/agent", relay_url.trim_end_matches('/'))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {credential}").parse().unwrap(),
     );
-    http()
-        .get(url)
-        .header("Connection", "Upgrade")
-        .header("Upgrade", "websocket")
-        .header("Sec-WebSocket-Version", "13")
-        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .header("Authorization", format!("Bearer {credential}"))
-        .send()
-        .unwrap()
-        .status()
-        .as_u16()
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match rt.block_on(berth_tls::connect_websocket(request, tls, None)) {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("the relay did not answer the upgrade: {e}"),
+    }
+}
+
+/// The agent's TLS from its stored enrollment answer.
+fn stored_tls(stored: &Value) -> berth_tls::ClientTls {
+    berth_tls::ClientTls::from_pem(
+        stored["ca_certificate"].as_str().unwrap(),
+        stored["certificate"].as_str().unwrap(),
+        stored["tls_key"].as_str().unwrap(),
+    )
+    .expect("the stored TLS material is usable")
 }
 
 /// A `berth-agent` process, killed when dropped.
@@ -199,7 +221,19 @@ fn an_enrollment_token_works_once_for_its_own_instance_and_yields_a_credential_b
     assert_eq!(status, 200, "{body}");
     let credential = body["credential"].as_str().unwrap();
     let relay_url = body["relay_url"].as_str().unwrap();
-    assert!(relay_url.starts_with("ws://"), "{body}");
+    assert!(relay_url.starts_with("wss://"), "{body}");
+    // The TLS client certificate, signed from the CSR by the deployment's CA, names
+    // this instance and nothing else.
+    assert_eq!(
+        body["ca_certificate"].as_str().unwrap(),
+        f.ca_pem(),
+        "{body}"
+    );
+    let cert = berth_tls::parse_certificates(body["certificate"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        berth_tls::Identity::of(&cert[0]),
+        Ok(berth_tls::Identity::Instance(mine))
+    );
     let c = claims(credential);
     assert_eq!(c["instance"], mine.to_string(), "{c}");
     assert_eq!(c["sub"], format!("agent:{mine}"), "{c}");
@@ -224,6 +258,13 @@ fn an_enrollment_token_works_once_for_its_own_instance_and_yields_a_credential_b
         body["error"].as_str().unwrap().contains("not known"),
         "{body}"
     );
+    // A CSR that is not one is refused with 400 before the token is spent.
+    let spare = f.issue(mine, Duration::from_secs(600));
+    let (status, body) = f.enroll_with(mine, &spare, "not a CSR");
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("CSR"), "{body}");
+    let (status, body) = f.enroll(mine, &spare);
+    assert_eq!(status, 200, "the token survived the bad CSR: {body}");
     // A body that is not an enrollment request.
     let r = http()
         .post(format!("{}/agents/enroll", f.berth.url))
@@ -302,6 +343,28 @@ fn an_enrolled_agent_connects_for_its_instance_only_and_reconnects_with_its_stor
         claims(stored["credential"].as_str().unwrap())["instance"],
         mine.to_string()
     );
+    // Its TLS key stayed on the instance: kept in the 0600 file, beside the
+    // certificate and CA the service answered with.
+    assert!(
+        stored["tls_key"].as_str().unwrap().contains("PRIVATE KEY"),
+        "a key is stored"
+    );
+    let tls = stored_tls(&stored);
+    let relay_url = stored["relay_url"].as_str().unwrap();
+    // The relay wants the credential and the certificate of the same instance: this
+    // agent's certificate with a credential for another instance is refused.
+    let key = berth_service::identity::keys::SigningKey::load_or_create(
+        &f.berth
+            .data
+            .path()
+            .join("keys")
+            .join(berth_service::startup::CREDENTIAL_KEY_FILE),
+    )
+    .unwrap();
+    let foreign =
+        berth_service::startup::mint_agent_credential(&key, other, Duration::from_secs(600))
+            .expect("a credential for the bystander");
+    assert_eq!(relay_upgrade_status(relay_url, &foreign, &tls), 401);
 
     // A restarted agent still holds the used token, and reconnects with the stored
     // credential instead.
@@ -383,7 +446,10 @@ fn a_released_instances_agent_is_disconnected_and_its_credential_no_longer_opens
 
     // The agent keeps trying, and the relay refuses its still validly signed credential.
     let relay_url = stored["relay_url"].as_str().unwrap();
-    assert_eq!(relay_upgrade_status(relay_url, &credential), 401);
+    assert_eq!(
+        relay_upgrade_status(relay_url, &credential, &stored_tls(&stored)),
+        401
+    );
     wait_for("the agent to be refused", Duration::from_secs(30), || {
         agent.log().contains("was deleted").then_some(())
     });
@@ -457,6 +523,8 @@ fn a_docker_provider_instance_enrolls_with_a_token_and_runs_its_projects_contain
         Some(f.berth.url.as_str())
     );
     let token = var("BERTH_AGENT_ENROLLMENT_TOKEN").expect("an enrollment token");
+    // And the CA it verifies the relay with (its own certificate came at enrollment).
+    assert_eq!(var("BERTH_AGENT_CA_CERT_PEM"), Some(f.ca_pem()));
     // The agent used it: it works no more.
     let instance: Uuid = instance.parse().unwrap();
     let (status, body) = f.enroll(instance, &token);

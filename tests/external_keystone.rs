@@ -5,15 +5,15 @@
 
 mod support;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use berth_service::identity::keys::SigningKey;
 use berth_service::identity::tokens::TokenSigner;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use support::external::{ExternalOptions, ExternalStack};
 use support::{free_port, http, wait_for, IMAGE};
 
 /// The Keystone test bed, from the variables `scripts/keystone-bed start` exports.
@@ -185,18 +185,6 @@ impl Keystone {
     }
 }
 
-/// Child processes, killed when the test ends however it ends.
-struct Procs(Vec<Child>);
-
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Removes a Berth container's Docker container however the test ends.
 struct DockerGuard(String);
 
@@ -208,17 +196,7 @@ impl Drop for DockerGuard {
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    let p = support::osc_path().with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build with `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
-}
-
-/// How to run berth-service against Keystone.
+/// How to run berth-service against Keystone (the rest as [`ExternalOptions::new`]).
 struct Options<'a> {
     keystone_url: &'a str,
     cache_ttl: u64,
@@ -227,127 +205,31 @@ struct Options<'a> {
     host_for: Option<(&'a str, &'a str)>,
 }
 
-/// berth-service (and, with a host, berth-relay and berth-agent) as separate processes.
-struct Stack {
-    dir: tempfile::TempDir,
-    api: String,
-    instance: Option<String>,
-    _procs: Procs,
+/// berth-service (and, with a host, berth-relay and berth-agent) as separate
+/// processes, started by the shared harness ([`ExternalStack`]) with `ks`'s service
+/// account.
+struct Stack(ExternalStack);
+
+impl std::ops::Deref for Stack {
+    type Target = ExternalStack;
+    fn deref(&self) -> &ExternalStack {
+        &self.0
+    }
 }
 
 impl Stack {
     fn start(ks: &Keystone, o: Options) -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let (api_port, relay_port) = (free_port(), free_port());
-        let service = |args: &[&str]| {
-            let mut cmd = Command::new(bin("berth-service"));
-            cmd.args(args)
-                .env("BERTH_SERVICE_LISTEN", format!("127.0.0.1:{api_port}"))
-                .env(
-                    "BERTH_SERVICE_DATABASE_URL",
-                    format!("sqlite://{}", dir.path().join("db.sqlite").display()),
-                )
-                .env(
-                    "BERTH_SERVICE_RELAY_URL",
-                    format!("ws://127.0.0.1:{relay_port}"),
-                )
-                .env("BERTH_SERVICE_KEYS_DIR", dir.path().join("keys"))
-                .env("BERTH_SERVICE_KEYSTONE_URL", o.keystone_url)
-                .env("BERTH_SERVICE_KEYSTONE_USERNAME", &ks.service_user)
-                .env("BERTH_SERVICE_KEYSTONE_PASSWORD", &ks.service_password)
-                .env("BERTH_SERVICE_KEYSTONE_PROJECT", &ks.service_project)
-                .env("BERTH_SERVICE_TOKEN_CACHE_TTL", o.cache_ttl.to_string())
-                .env("RUST_LOG", "info,berth_service=debug");
-            if let Some(d) = o.jws_public_dir {
-                cmd.env("BERTH_SERVICE_JWS_PUBLIC_KEYS_DIR", d);
-            }
-            cmd
-        };
-        let run = |args: &[&str]| {
-            let out = service(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "berth-service {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
-        let log = |name: &str| File::create(dir.path().join(name)).unwrap();
-        let mut procs = Procs(Vec::new());
-        let mut instance = None;
-        if let Some((project_id, project_name)) = o.host_for {
-            std::fs::write(dir.path().join("relay.pem"), run(&["relay-key"])).unwrap();
-            let host = run(&[
-                "register-host",
-                "--name",
-                "keystone-host",
-                "--address",
-                "127.0.0.1",
-                "--project-id",
-                project_id,
-                "--project-name",
-                project_name,
-            ]);
-            let field = |k: &str| {
-                host.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                    .unwrap_or_else(|| panic!("register-host printed no {k}: {host}"))
-                    .to_owned()
-            };
-            let (id, credential) = (field("instance"), field("credential"));
-            procs.0.push(
-                Command::new(bin("berth-relay"))
-                    .env("BERTH_RELAY_LISTEN", format!("127.0.0.1:{relay_port}"))
-                    .env(
-                        "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY",
-                        dir.path().join("relay.pem"),
-                    )
-                    .stdout(Stdio::null())
-                    .stderr(log("relay.log"))
-                    .spawn()
-                    .unwrap(),
-            );
-            procs.0.push(
-                Command::new(bin("berth-agent"))
-                    .env(
-                        "BERTH_AGENT_RELAY_URL",
-                        format!("ws://127.0.0.1:{relay_port}"),
-                    )
-                    .env("BERTH_AGENT_CREDENTIAL", &credential)
-                    .env("BERTH_AGENT_INSTANCE", &id)
-                    .stdout(Stdio::null())
-                    .stderr(log("agent.log"))
-                    .spawn()
-                    .unwrap(),
-            );
-            instance = Some(id);
-        }
-        procs.0.push(
-            service(&["serve"])
-                .stdout(Stdio::null())
-                .stderr(log("service.log"))
-                .spawn()
-                .unwrap(),
-        );
-        let api = format!("http://127.0.0.1:{api_port}");
-        // Up when it answers at all: a request without a token gets 401.
-        wait_for("berth-service to listen", Duration::from_secs(30), || {
-            http()
-                .get(format!("{api}/v1/containers"))
-                .send()
-                .ok()
-                .map(drop)
-        });
-        Stack {
-            dir,
-            api,
-            instance,
-            _procs: procs,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+        Stack(ExternalStack::start(ExternalOptions {
+            cache_ttl: o.cache_ttl,
+            jws_public_dir: o.jws_public_dir,
+            host_for: o.host_for,
+            ..ExternalOptions::new(
+                o.keystone_url,
+                &ks.service_user,
+                &ks.service_password,
+                &ks.service_project,
+            )
+        }))
     }
 
     fn get(&self, path: &str, token: &str) -> (u16, Value) {

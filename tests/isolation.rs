@@ -421,6 +421,7 @@ fn the_database_refuses_a_cross_project_placement(db: &berth_service::db::Db) {
         run_user: None,
         docker_config: None,
         privileges: None,
+        registry_id: None,
     };
     q::insert(&mut conn, &container("own", "pa"), &[]).unwrap();
     let err = q::insert(&mut conn, &container("foreign", "pb"), &[]).unwrap_err();

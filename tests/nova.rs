@@ -173,11 +173,14 @@ impl Stack {
             format!(
                 r#"listen = "127.0.0.1:{api_port}"
 database_url = "sqlite://{db}"
-relay_url = "ws://127.0.0.1:{relay_port}"
+relay_url = "wss://127.0.0.1:{relay_port}"
 keys_dir = "{keys}"
 instance_provider = "nova"
 # The instance goes back to Nova as soon as it holds no container.
 instance_idle_grace = 1
+
+[tls]
+dir = "{pki}"
 
 [nova]
 image = "{image}"
@@ -187,6 +190,7 @@ poll_interval_ms = 300
 "#,
                 db = dir.path().join("db.sqlite").display(),
                 keys = dir.path().join("keys").display(),
+                pki = dir.path().join("pki").display(),
                 image = bed.image,
             ),
         )
@@ -218,6 +222,13 @@ poll_interval_ms = 300
             );
             String::from_utf8(out.stdout).unwrap()
         };
+        // The deployment's CA and the relay's certificate (docs/TLS.md).
+        run(&[
+            "pki",
+            "init",
+            "--dir",
+            dir.path().join("pki").to_str().unwrap(),
+        ]);
         run(&["bootstrap"]);
         std::fs::write(dir.path().join("relay.pem"), run(&["relay-key"])).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
@@ -227,6 +238,7 @@ poll_interval_ms = 300
                 "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY",
                 dir.path().join("relay.pem"),
             )
+            .env("BERTH_RELAY_TLS_DIR", dir.path().join("pki"))
             .stdout(Stdio::null())
             .stderr(log("relay.log"))
             .spawn()
@@ -422,6 +434,14 @@ fn a_container_boots_a_nova_server_whose_user_data_enrolls_an_agent_that_runs_it
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::create_dir_all(&state).unwrap();
     std::fs::write(etc.join("agent.toml"), &agent_toml).unwrap();
+    // And the deployment's CA, which agent.toml names, for verifying the relay.
+    assert_eq!(agent["ca_cert"].as_str(), Some("/etc/berth/ca.pem"));
+    let ca = written_file(&cloud_config, "/etc/berth/ca.pem");
+    assert_eq!(
+        ca,
+        std::fs::read_to_string(stack.dir.path().join("pki").join("ca.pem")).unwrap()
+    );
+    std::fs::write(etc.join("ca.pem"), &ca).unwrap();
     let name = format!("berth-test-nova-agent-{}", &instance[..8]);
     let mount = |host: &Path, inside: &str| format!("{}:{inside}", host.display());
     docker(&[

@@ -41,9 +41,10 @@ fn service_relay_and_agent_run_as_separate_processes() {
             )
             .env(
                 "BERTH_SERVICE_RELAY_URL",
-                format!("ws://127.0.0.1:{relay_port}"),
+                format!("wss://127.0.0.1:{relay_port}"),
             )
-            .env("BERTH_SERVICE_KEYS_DIR", dir.path().join("keys"));
+            .env("BERTH_SERVICE_KEYS_DIR", dir.path().join("keys"))
+            .env("BERTH_SERVICE_TLS_DIR", dir.path().join("pki"));
     };
     let run = |args: &[&str]| {
         let mut cmd = Command::new(bin("berth-service"));
@@ -60,6 +61,13 @@ fn service_relay_and_agent_run_as_separate_processes() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    // The deployment's CA and the relay's certificate (docs/TLS.md).
+    run(&[
+        "pki",
+        "init",
+        "--dir",
+        dir.path().join("pki").to_str().unwrap(),
+    ]);
     run(&["bootstrap"]);
     let key = run(&["relay-key"]);
     std::fs::write(dir.path().join("relay.pem"), key).unwrap();
@@ -69,6 +77,8 @@ fn service_relay_and_agent_run_as_separate_processes() {
         "standalone-host",
         "--address",
         "127.0.0.1",
+        "--agent-tls-dir",
+        dir.path().join("agent-tls").to_str().unwrap(),
     ]);
     let field = |k: &str| {
         host.lines()
@@ -86,6 +96,7 @@ fn service_relay_and_agent_run_as_separate_processes() {
                 "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY",
                 dir.path().join("relay.pem"),
             )
+            .env("BERTH_RELAY_TLS_DIR", dir.path().join("pki"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -105,9 +116,13 @@ fn service_relay_and_agent_run_as_separate_processes() {
         Command::new(bin("berth-agent"))
             .env(
                 "BERTH_AGENT_RELAY_URL",
-                format!("ws://127.0.0.1:{relay_port}"),
+                format!("wss://127.0.0.1:{relay_port}"),
             )
             .env("BERTH_AGENT_CREDENTIAL", &credential)
+            .env("BERTH_AGENT_SERVICE_KEY", field("service_key"))
+            .env("BERTH_AGENT_CA_CERT", field("ca_cert"))
+            .env("BERTH_AGENT_TLS_CERT", field("tls_cert"))
+            .env("BERTH_AGENT_TLS_KEY", field("tls_key"))
             .env("BERTH_AGENT_INSTANCE", &instance)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

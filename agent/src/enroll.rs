@@ -6,6 +6,11 @@
 //! the service's `POST /agents/enroll` for a credential bound to its instance, and
 //! keeps the credential in a file (mode 0600) so that after a restart it reconnects
 //! without a token, which by then is used up.
+//!
+//! With the token it sends a CSR for a TLS key it makes itself: the answer carries a
+//! client certificate naming its instance and the deployment's CA certificate. Key,
+//! certificate and CA are kept in the same 0600 file; the key never leaves the
+//! instance.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -55,6 +60,55 @@ pub struct Obtained {
     pub credential: String,
     /// The relay URL from the enrollment answer (None when none took place).
     pub relay_url: Option<String>,
+    /// The service's command-signing key from the enrollment answer (None when none
+    /// took place, or the answer was stored by an agent older than signed commands).
+    pub service_key: Option<String>,
+    /// The TLS identity from the enrollment (None when none took place).
+    pub tls: Option<TlsPem>,
+}
+
+/// An agent's TLS material, PEM.
+#[derive(Clone)]
+pub struct TlsPem {
+    /// The deployment's CA certificate: the relay's certificate must chain to it.
+    pub ca_pem: String,
+    /// The agent's client certificate, naming its instance.
+    pub cert_pem: String,
+    /// Its private key. Never logged.
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsPem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsPem")
+            .field("cert_pem", &self.cert_pem)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the credential file holds: the enrollment answer and the TLS key the agent
+/// made for it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    #[serde(flatten)]
+    answer: EnrollResponse,
+    tls_key: String,
+}
+
+impl Stored {
+    fn obtained(self) -> Obtained {
+        let answer = self.answer;
+        Obtained {
+            tls: Some(TlsPem {
+                ca_pem: answer.ca_certificate,
+                cert_pem: answer.certificate,
+                key_pem: self.tls_key,
+            }),
+            credential: answer.credential,
+            relay_url: Some(answer.relay_url),
+            service_key: Some(answer.command_key).filter(|k| !k.trim().is_empty()),
+        }
+    }
 }
 
 impl CredentialSource {
@@ -65,6 +119,8 @@ impl CredentialSource {
             return Ok(Obtained {
                 credential: credential.clone(),
                 relay_url: None,
+                service_key: None,
+                tls: None,
             });
         }
         if let Some(path) = &self.credential_file {
@@ -80,25 +136,29 @@ impl CredentialSource {
                  (service_url / BERTH_AGENT_SERVICE_URL) to enroll with"
             );
         };
-        let answer = enroll(service_url, instance, token).await?;
+        let (key_pem, csr) = berth_tls::new_key_and_csr()?;
+        let answer = enroll(service_url, instance, token, &csr).await?;
+        let stored = Stored {
+            answer,
+            tls_key: key_pem,
+        };
         if let Some(path) = &self.credential_file {
-            write_credential(path, &answer)?;
+            write_credential(path, &stored)?;
         }
         tracing::info!(instance.id = %instance, "enrolled with the service");
-        Ok(Obtained {
-            credential: answer.credential,
-            relay_url: Some(answer.relay_url),
-        })
+        Ok(stored.obtained())
     }
 }
 
-/// Trade `token` for a credential at the service. Retries while the service cannot be
-/// reached or answers 5xx; a refusal (the token is unknown, used, expired or for
-/// another instance) ends it at once with the service's reason.
+/// Trade `token` and the CSR `csr` (PEM) for a credential and a client certificate at
+/// the service. Retries while the service cannot be reached or answers 5xx; a refusal
+/// (the token is unknown, used, expired or for another instance) ends it at once with
+/// the service's reason.
 pub async fn enroll(
     service_url: &str,
     instance: Uuid,
     token: &str,
+    csr: &str,
 ) -> anyhow::Result<EnrollResponse> {
     let url = format!("{}{ENROLL_PATH}", service_url.trim_end_matches('/'));
     let client = reqwest::Client::builder()
@@ -108,6 +168,7 @@ pub async fn enroll(
     let body = EnrollRequest {
         instance,
         token: token.to_owned(),
+        csr: csr.to_owned(),
     };
     let deadline = tokio::time::Instant::now() + ENROLL_DEADLINE;
     let mut backoff = Duration::from_millis(200);
@@ -146,22 +207,25 @@ pub async fn enroll(
     }
 }
 
-/// The stored enrollment answer: JSON `{"credential": ..., "relay_url": ...}` as written
-/// by [`write_credential`], or a bare credential put there by hand.
+/// The stored enrollment answer: JSON `{"credential": ..., "relay_url": ..., "tls_key":
+/// ...}` as written by [`write_credential`], or a bare credential put there by hand.
 fn read_credential(path: &Path) -> anyhow::Result<Option<Obtained>> {
     match std::fs::read_to_string(path) {
-        Ok(text) if !text.trim().is_empty() => {
-            Ok(Some(match serde_json::from_str::<EnrollResponse>(&text) {
-                Ok(answer) => Obtained {
-                    credential: answer.credential,
-                    relay_url: Some(answer.relay_url),
-                },
-                Err(_) => Obtained {
-                    credential: text.trim().to_owned(),
-                    relay_url: None,
-                },
-            }))
-        }
+        Ok(text) if text.trim_start().starts_with('{') => serde_json::from_str::<Stored>(&text)
+            .map(|stored| Some(stored.obtained()))
+            .with_context(|| {
+                format!(
+                    "the credential file {} is not an enrollment answer with its TLS key \
+                     (written by an older agent?); remove it and enroll with a new token",
+                    path.display()
+                )
+            }),
+        Ok(text) if !text.trim().is_empty() => Ok(Some(Obtained {
+            credential: text.trim().to_owned(),
+            relay_url: None,
+            service_key: None,
+            tls: None,
+        })),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => {
@@ -170,10 +234,10 @@ fn read_credential(path: &Path) -> anyhow::Result<Option<Obtained>> {
     }
 }
 
-/// Write the enrollment answer (the credential, and the relay URL for an agent
-/// configured without one) readable by its owner only; via a temporary file and a
-/// rename, so a crash never leaves half a credential.
-fn write_credential(path: &Path, answer: &EnrollResponse) -> anyhow::Result<()> {
+/// Write the enrollment answer (the credential, the relay URL for an agent configured
+/// without one, the TLS certificate, CA and key) readable by its owner only; via a
+/// temporary file and a rename, so a crash never leaves half a credential.
+fn write_credential(path: &Path, answer: &Stored) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -206,9 +270,15 @@ mod tests {
     async fn a_stored_credential_is_used_instead_of_enrolling_and_is_owner_only() {
         let dir = std::env::temp_dir().join(format!("berth-agent-cred-{}", Uuid::new_v4()));
         let path = dir.join("sub").join("credential");
-        let answer = EnrollResponse {
-            credential: "stored-credential".into(),
-            relay_url: "ws://relay:9518".into(),
+        let answer = Stored {
+            answer: EnrollResponse {
+                credential: "stored-credential".into(),
+                relay_url: "wss://relay:9518".into(),
+                command_key: "stored-key".into(),
+                certificate: "CERT".into(),
+                ca_certificate: "CA".into(),
+            },
+            tls_key: "KEY".into(),
         };
         write_credential(&path, &answer).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
@@ -222,7 +292,19 @@ mod tests {
         };
         let got = source.obtain(Uuid::new_v4()).await.unwrap();
         assert_eq!(got.credential, "stored-credential");
-        assert_eq!(got.relay_url.as_deref(), Some("ws://relay:9518"));
+        assert_eq!(got.relay_url.as_deref(), Some("wss://relay:9518"));
+        assert_eq!(got.service_key.as_deref(), Some("stored-key"));
+        let tls = got
+            .tls
+            .expect("the TLS material is stored with the credential");
+        assert_eq!(
+            (
+                tls.ca_pem.as_str(),
+                tls.cert_pem.as_str(),
+                tls.key_pem.as_str()
+            ),
+            ("CA", "CERT", "KEY")
+        );
         // A bare credential written by hand is read too.
         std::fs::write(&path, "by-hand\n").unwrap();
         let got = source.obtain(Uuid::new_v4()).await.unwrap();

@@ -29,11 +29,21 @@ pub use runtime::Runtime;
 /// What an agent needs to know to run.
 #[derive(Clone)]
 pub struct AgentSettings {
-    /// Base URL of the relay, for example `ws://127.0.0.1:9518`; the agent appends
-    /// [`berth_proto::RELAY_AGENT_PATH`].
+    /// Base URL of the relay, for example `wss://127.0.0.1:9518`, or of several relays
+    /// separated by commas (`wss://a:9518,wss://b:9518`): the agent connects to any one,
+    /// starting with a random one and moving to the next when a connection is lost.
+    /// The agent appends [`berth_proto::RELAY_AGENT_PATH`] to each.
     pub relay_url: String,
     /// Bearer credential presented on the WebSocket upgrade. Never logged.
     pub credential: String,
+    /// The deployment's CA (the relay's certificate must chain to it) and the agent's
+    /// client certificate naming its instance (`urn:berth:instance:<uuid>`): from
+    /// enrollment, or from `register-host --agent-tls-dir`.
+    pub tls: berth_tls::ClientTls,
+    /// The service's public key (PEM `BEGIN PUBLIC KEY`, or its one-line base64 body):
+    /// the agent runs only commands and streams signed with it. It comes with the
+    /// enrollment answer, from `berth-service relay-key`, or from `register-host`.
+    pub service_key: String,
     /// The instance this agent acts for; it manages only containers labelled with it.
     pub instance: Uuid,
     /// The Docker engine: `None` for bollard's local defaults (`DOCKER_HOST`, else
@@ -60,6 +70,8 @@ impl std::fmt::Debug for AgentSettings {
 #[derive(Debug)]
 pub struct Agent {
     link: relay_link::LinkSettings,
+    /// Signature checks and retry outcomes, for every connection of this agent.
+    guard: std::sync::Arc<relay_link::CommandGuard>,
     runtime: Runtime,
     /// Stops the pod workers when the agent goes away.
     _pods: pods::KubeletGuard,
@@ -76,12 +88,25 @@ impl Agent {
             &settings.relay_url,
             settings.credential,
             settings.instance,
-        )?;
+        )?
+        .with_tls(settings.tls);
+        anyhow::ensure!(
+            !settings.service_key.trim().is_empty(),
+            "no service key: the agent runs only commands signed by the Berth service, so it \
+             needs the service's public key (service_key_file / BERTH_AGENT_SERVICE_KEY_FILE, \
+             BERTH_AGENT_SERVICE_KEY, or enroll, whose answer carries it)"
+        );
+        let guard = std::sync::Arc::new(relay_link::CommandGuard::new(
+            &settings.service_key,
+            settings.instance,
+            &link.credential,
+        )?);
         let runtime = Runtime::connect(settings.docker_host.as_deref(), settings.instance).await?;
         // Pods are reconciled from here on, whether or not the relay is reachable.
         let pods = runtime.start_pods(settings.pods).await?;
         Ok(Agent {
             link,
+            guard,
             runtime,
             _pods: pods,
         })
@@ -104,7 +129,7 @@ impl Agent {
     /// meanwhile, connected or not. It never returns on its own: to stop the
     /// agent, drop the future or abort its task.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        relay_link::run_forever(self.link, self.runtime).await
+        relay_link::run_forever(self.link, self.runtime, self.guard).await
     }
 }
 
@@ -115,8 +140,10 @@ mod tests {
     #[test]
     fn debug_output_of_settings_never_contains_the_credential() {
         let settings = AgentSettings {
-            relay_url: "ws://relay:9518".to_owned(),
+            relay_url: "wss://relay:9518".to_owned(),
             credential: "very-secret".to_owned(),
+            tls: test_tls(),
+            service_key: String::new(),
             instance: Uuid::nil(),
             docker_host: None,
             pods: PodSettings::default(),
@@ -124,5 +151,15 @@ mod tests {
         let shown = format!("{settings:?}");
         assert!(!shown.contains("very-secret"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    }
+
+    fn test_tls() -> berth_tls::ClientTls {
+        let day = std::time::Duration::from_secs(86_400);
+        let ca = berth_tls::Ca::generate("test", day).unwrap();
+        let cert = ca
+            .identity_certificate(berth_tls::Identity::Instance(Uuid::nil()), day)
+            .unwrap();
+        berth_tls::ClientTls::from_pem(ca.pem(), &cert.cert_pem, &cert.key_pem).unwrap()
     }
 }

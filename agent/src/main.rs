@@ -16,14 +16,19 @@ use uuid::Uuid;
 #[derive(Debug, Parser)]
 #[command(name = "berth-agent", version)]
 struct Cli {
-    /// TOML file with keys relay_url, credential, instance, docker_host, service_url,
+    /// TOML file with keys relay_url (or relay_urls, a list), credential, instance, docker_host, service_url,
     /// enrollment_token and credential_file.
     #[arg(long, value_name = "FILE", env = "BERTH_AGENT_CONFIG")]
     config: Option<PathBuf>,
 
-    /// Relay base URL, e.g. ws://127.0.0.1:9518.
+    /// Relay base URL, e.g. wss://127.0.0.1:9518.
     #[arg(long, value_name = "URL", env = "BERTH_AGENT_RELAY_URL")]
     relay_url: Option<String>,
+
+    /// Several relays, separated by commas (wss://a:9518,wss://b:9518); the agent uses
+    /// any one and moves to the next when its connection is lost. Wins over --relay-url.
+    #[arg(long, value_name = "URLS", env = "BERTH_AGENT_RELAY_URLS")]
+    relay_urls: Option<String>,
 
     /// Credential issued at enrollment (sent as a bearer token).
     #[arg(
@@ -37,6 +42,35 @@ struct Cli {
     /// The instance this agent acts for.
     #[arg(long, value_name = "UUID", env = "BERTH_AGENT_INSTANCE")]
     instance: Option<Uuid>,
+
+    /// The service's public key that signs every command (PEM, or the one-line
+    /// service_key that register-host prints); default: the one the enrollment
+    /// answer carried.
+    #[arg(long, value_name = "KEY", env = "BERTH_AGENT_SERVICE_KEY")]
+    service_key: Option<String>,
+
+    /// File with the service's public key (PEM, as `berth-service relay-key` prints it).
+    #[arg(long, value_name = "FILE", env = "BERTH_AGENT_SERVICE_KEY_FILE")]
+    service_key_file: Option<PathBuf>,
+
+    /// The deployment's CA certificate (PEM file): the relay's certificate must chain
+    /// to it. Default: the CA the enrollment answer carried.
+    #[arg(long, value_name = "FILE", env = "BERTH_AGENT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+
+    /// The CA certificate itself (PEM text), for agents configured through their
+    /// environment (the docker provider's agent containers).
+    #[arg(long, value_name = "PEM", env = "BERTH_AGENT_CA_CERT_PEM")]
+    ca_cert_pem: Option<String>,
+
+    /// The agent's TLS client certificate (PEM file), naming its instance
+    /// (`register-host --agent-tls-dir` writes one). Default: the enrolled one.
+    #[arg(long, value_name = "FILE", env = "BERTH_AGENT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// Its private key (PEM file).
+    #[arg(long, value_name = "FILE", env = "BERTH_AGENT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 
     /// Docker engine address (unix:///path, tcp://host:port or a socket path);
     /// default: DOCKER_HOST, else /var/run/docker.sock.
@@ -119,8 +153,13 @@ struct Cli {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     relay_url: Option<String>,
+    relay_urls: Option<Vec<String>>,
     credential: Option<String>,
     instance: Option<Uuid>,
+    service_key_file: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     docker_host: Option<String>,
     service_url: Option<String>,
     enrollment_token: Option<String>,
@@ -142,6 +181,12 @@ impl FileConfig {
 struct Config {
     relay_url: Option<String>,
     instance: Uuid,
+    /// The service key given outright or read from its file.
+    service_key: Option<String>,
+    /// The CA certificate (PEM) given outright or read from its file.
+    ca_pem: Option<String>,
+    /// The client certificate and key (PEM) read from their files.
+    identity: Option<(String, String)>,
     docker_host: Option<String>,
     credentials: CredentialSource,
     pods: berth_agent::PodSettings,
@@ -170,9 +215,46 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
         stop_grace: std::time::Duration::from_secs(cli.pod_stop_grace_secs),
         ..Default::default()
     };
+    let service_key = match (
+        cli.service_key,
+        cli.service_key_file.or(file.service_key_file),
+    ) {
+        (Some(key), _) => Some(key),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the service key file {}", path.display()))?,
+        ),
+        (None, None) => None,
+    };
+    let read = |what: &str, path: PathBuf| {
+        std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let ca_pem = match (cli.ca_cert_pem, cli.ca_cert.or(file.ca_cert)) {
+        (Some(pem), _) => Some(pem),
+        (None, Some(path)) => Some(read("CA certificate", path)?),
+        (None, None) => None,
+    };
+    let identity = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some((
+            read("TLS certificate", cert)?,
+            read("TLS key", key)?,
+        )),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "give both --tls-cert and --tls-key (BERTH_AGENT_TLS_CERT, BERTH_AGENT_TLS_KEY), or neither"
+        ),
+    };
     Ok(Config {
         pods,
-        relay_url: cli.relay_url.or(file.relay_url),
+        service_key,
+        ca_pem,
+        identity,
+        relay_url: cli
+            .relay_urls
+            .or(cli.relay_url)
+            .or(file.relay_urls.map(|urls| urls.join(",")))
+            .or(file.relay_url),
         instance: cli
             .instance
             .or(file.instance)
@@ -191,12 +273,45 @@ fn config(cli: Cli) -> anyhow::Result<Config> {
 /// configured one, else the one the enrollment answer named.
 async fn settings(config: Config) -> anyhow::Result<AgentSettings> {
     let obtained = config.credentials.obtain(config.instance).await?;
+    // The relay connection is TLS only: the CA and the agent's certificate come from
+    // the settings, else from the enrollment.
+    let enrolled = obtained.tls.clone();
+    let ca_pem = config
+        .ca_pem
+        .or_else(|| enrolled.as_ref().map(|t| t.ca_pem.clone()))
+        .ok_or_else(|| {
+            anyhow!(
+                "no CA certificate: pass --ca-cert FILE (BERTH_AGENT_CA_CERT, or `ca_cert` in the \
+                 --config file); an agent that enrolls gets it from the service"
+            )
+        })?;
+    let (cert_pem, key_pem) = config
+        .identity
+        .or_else(|| enrolled.map(|t| (t.cert_pem, t.key_pem)))
+        .ok_or_else(|| {
+            anyhow!(
+                "no TLS client certificate: pass --tls-cert and --tls-key (BERTH_AGENT_TLS_CERT, \
+                 BERTH_AGENT_TLS_KEY; `register-host --agent-tls-dir` writes them); an agent \
+                 that enrolls gets one from the service"
+            )
+        })?;
+    let tls = berth_tls::ClientTls::from_pem(&ca_pem, &cert_pem, &key_pem)
+        .context("the agent's TLS configuration")?;
     Ok(AgentSettings {
+        tls,
         relay_url: config
             .relay_url
             .or(obtained.relay_url)
             .ok_or_else(|| missing("relay_url", "relay-url", "BERTH_AGENT_RELAY_URL"))?,
         credential: obtained.credential,
+        service_key: config.service_key.or(obtained.service_key).ok_or_else(|| {
+            anyhow!(
+                "no service key given: pass --service-key-file (BERTH_AGENT_SERVICE_KEY_FILE, or \
+                 `service_key_file` in the --config file) with the output of \
+                 `berth-service relay-key`, or --service-key (BERTH_AGENT_SERVICE_KEY); an \
+                 agent that enrolls gets it from the service"
+            )
+        })?,
         instance: config.instance,
         docker_host: config.docker_host,
         pods: config.pods,
@@ -260,11 +375,18 @@ mod tests {
         )
         .unwrap();
         let path = file.0.to_str().unwrap().to_owned();
-        let settings =
-            settings(config(cli(&["--config", &path, "--relay-url", "ws://flag:2"])).unwrap())
-                .await
-                .unwrap();
-        assert_eq!(settings.relay_url, "ws://flag:2");
+        let tls = TestTls::new(instance);
+        let mut args = vec![
+            "--config",
+            &path,
+            "--relay-url",
+            "wss://flag:2",
+            "--service-key",
+            "k",
+        ];
+        args.extend(tls.args());
+        let settings = settings(config(cli(&args)).unwrap()).await.unwrap();
+        assert_eq!(settings.relay_url, "wss://flag:2");
         assert_eq!(settings.credential, "from-file");
         assert_eq!(settings.instance, instance);
         assert_eq!(settings.docker_host, None);
@@ -283,10 +405,90 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_relay_url_or_an_enrollment_the_error_names_relay_url() {
-        let instance = Uuid::new_v4().to_string();
-        let config = config(cli(&["--instance", &instance, "--credential", "c"])).unwrap();
+        let id = Uuid::new_v4();
+        let instance = id.to_string();
+        let tls = TestTls::new(id);
+        let mut args = vec!["--instance", &instance, "--credential", "c"];
+        args.extend(tls.args());
+        let config = config(cli(&args)).unwrap();
         let text = settings(config).await.unwrap_err().to_string();
         assert!(text.contains("BERTH_AGENT_RELAY_URL"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn without_tls_material_or_an_enrollment_the_error_names_the_ca_and_certificate_flags() {
+        let instance = Uuid::new_v4().to_string();
+        let args = [
+            "--instance",
+            &instance,
+            "--credential",
+            "c",
+            "--relay-url",
+            "wss://r:1",
+        ];
+        let text = settings(config(cli(&args)).unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("--ca-cert") && text.contains("BERTH_AGENT_CA_CERT"),
+            "{text}"
+        );
+        let tls = TestTls::new(Uuid::new_v4());
+        let ca = tls.dir.join("ca.pem").display().to_string();
+        let mut args = args.to_vec();
+        args.extend(["--ca-cert", &ca]);
+        let text = settings(config(cli(&args)).unwrap())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("--tls-cert") && text.contains("--tls-key"),
+            "{text}"
+        );
+    }
+
+    /// A CA and a client certificate for an instance, in files.
+    struct TestTls {
+        dir: PathBuf,
+        paths: Vec<String>,
+    }
+
+    impl TestTls {
+        fn new(instance: Uuid) -> TestTls {
+            let day = std::time::Duration::from_secs(86_400);
+            let ca = berth_tls::Ca::generate("test", day).unwrap();
+            let made = ca
+                .identity_certificate(berth_tls::Identity::Instance(instance), day)
+                .unwrap();
+            let dir = std::env::temp_dir().join(format!("berth-agent-tls-{}", Uuid::new_v4()));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+            std::fs::write(dir.join("cert.pem"), &made.cert_pem).unwrap();
+            std::fs::write(dir.join("key.pem"), &made.key_pem).unwrap();
+            let paths = ["ca.pem", "cert.pem", "key.pem"]
+                .iter()
+                .map(|f| dir.join(f).display().to_string())
+                .collect();
+            TestTls { dir, paths }
+        }
+
+        fn args(&self) -> Vec<&str> {
+            vec![
+                "--ca-cert",
+                &self.paths[0],
+                "--tls-cert",
+                &self.paths[1],
+                "--tls-key",
+                &self.paths[2],
+            ]
+        }
+    }
+
+    impl Drop for TestTls {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 
     #[test]

@@ -19,6 +19,9 @@ use berth_proto::{Command, Outcome};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+mod signing;
+mod tls;
+
 const IMAGE: &str = "berth-test/busybox:latest";
 /// Generous: the engine shares two cores with other builds.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -82,10 +85,28 @@ impl Bed {
         }
     }
 
+    /// An agent whose relay is nowhere (nothing listens on port 9): its pods run alone.
     async fn agent(&self) -> Agent {
+        self.agent_of("wss://127.0.0.1:9".to_owned(), &tls::TestPki::new())
+            .await
+    }
+
+    /// An agent and the listener standing for its relay (connections are accepted with
+    /// a certificate of the returned PKI).
+    async fn agent_with_relay(&self) -> (Agent, tokio::net::TcpListener, tls::TestPki) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("wss://{}", listener.local_addr().unwrap());
+        let pki = tls::TestPki::new();
+        let agent = self.agent_of(url, &pki).await;
+        (agent, listener, pki)
+    }
+
+    async fn agent_of(&self, relay_url: String, pki: &tls::TestPki) -> Agent {
         Agent::connect(AgentSettings {
-            relay_url: "ws://127.0.0.1:9".to_owned(),
+            relay_url,
+            tls: pki.agent(self.instance),
             credential: "unused".to_owned(),
+            service_key: signing::SERVICE_KEY_PEM.to_owned(),
             instance: self.instance,
             docker_host: None,
             pods: PodSettings {
@@ -639,7 +660,7 @@ async fn a_restarted_agent_keeps_its_pods_and_their_restart_counts() {
 
 /// The relay's side of one agent connection: the next protocol message.
 async fn next_message(
-    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    ws: &mut tokio_tungstenite::WebSocketStream<berth_tls::ServerStream>,
 ) -> berth_proto::AgentToRelay {
     use futures_util::StreamExt as _;
     loop {
@@ -665,26 +686,7 @@ async fn pods_are_reported_to_the_relay_after_the_state_and_on_every_change() {
     use futures_util::SinkExt as _;
 
     let bed = Bed::new(300, 1200);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}", listener.local_addr().unwrap());
-    let agent = Agent::connect(AgentSettings {
-        relay_url: url,
-        credential: "unused".to_owned(),
-        instance: bed.instance,
-        docker_host: None,
-        pods: PodSettings {
-            state_dir: Some(bed.state_dir.clone()),
-            backoff_base: bed.base,
-            backoff_max: bed.max,
-            backoff_reset: bed.max * 2,
-            infra_image: IMAGE.to_owned(),
-            infra_command: Some(vec!["sleep".to_owned(), "2147483647".to_owned()]),
-            resync: Duration::from_millis(200),
-            stop_grace: Duration::from_secs(1),
-        },
-    })
-    .await
-    .unwrap();
+    let (agent, listener, pki) = bed.agent_with_relay().await;
     // Applied while no relay is connected: the agent runs it anyway.
     let spec = pod(
         PodRestartPolicy::Always,
@@ -699,9 +701,11 @@ async fn pods_are_reported_to_the_relay_after_the_state_and_on_every_change() {
         .await
         .unwrap()
         .unwrap();
+    let (stream, identity) = pki.accept(stream).await;
+    assert_eq!(identity, berth_tls::Identity::Instance(bed.instance));
     let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
     match next_message(&mut ws).await {
-        AgentToRelay::State { containers } => {
+        AgentToRelay::State { containers, .. } => {
             assert!(
                 containers.is_empty(),
                 "pod containers are not in the state: {containers:?}"
@@ -725,12 +729,14 @@ async fn pods_are_reported_to_the_relay_after_the_state_and_on_every_change() {
     v2.generation = 2;
     v2.containers[0].env.insert("V".to_owned(), "2".to_owned());
     let request = Uuid::new_v4();
+    let apply_v2 = Command::ApplyPod {
+        spec: Box::new(v2.clone()),
+    };
     let command = RelayToAgent::Command {
         request,
         action: None,
-        command: Command::ApplyPod {
-            spec: Box::new(v2.clone()),
-        },
+        token: signing::command_token(bed.instance, request, None, &apply_v2),
+        command: apply_v2,
     };
     ws.send(tokio_tungstenite::tungstenite::Message::text(
         serde_json::to_string(&command).unwrap(),
@@ -811,4 +817,89 @@ async fn an_update_to_an_image_that_cannot_be_pulled_backs_off_and_rolls_back() 
         app(&after, "main").spec_hash,
         app(&before, "main").spec_hash
     );
+}
+
+#[tokio::test]
+async fn unacknowledged_pod_events_are_sent_again_after_the_state_under_their_numbers_and_acknowledged_ones_are_not(
+) {
+    use berth_proto::{AgentToRelay, ContainerEvent, RelayToAgent};
+    use futures_util::SinkExt as _;
+
+    let bed = Bed::new(300, 1200);
+    let (agent, listener, pki) = bed.agent_with_relay().await;
+    let spec = pod(
+        PodRestartPolicy::Always,
+        vec![container("main", "exec sleep 3600")],
+    );
+    apply(&agent, &spec).await;
+    wait_for(&agent, spec.uuid, "the pod running", |s| running(s, "main")).await;
+    let serving = tokio::spawn(agent.run_until_stopped());
+
+    let accept = || async {
+        let (stream, _) = tokio::time::timeout(DEADLINE, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let (stream, _) = pki.accept(stream).await;
+        let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        let session = match next_message(&mut ws).await {
+            AgentToRelay::State { session, .. } => session.expect("the agent names its session"),
+            other => panic!("the first message was not the state: {other:?}"),
+        };
+        (ws, session)
+    };
+    let pod_event = |message: AgentToRelay| match message {
+        AgentToRelay::Event {
+            seq,
+            event: ContainerEvent::Pod { status },
+            session,
+        } => {
+            assert_eq!(status.uuid, spec.uuid);
+            (seq, session)
+        }
+        other => panic!("expected a pod event: {other:?}"),
+    };
+
+    // First connection: the pod's status arrives and is never acknowledged.
+    let (mut ws, session) = accept().await;
+    let (first, of) = pod_event(next_message(&mut ws).await);
+    assert_eq!(of, Some(session));
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    // Second connection: after the state, the same event again under its number.
+    let (mut ws, again) = accept().await;
+    assert_eq!(again, session, "one session per agent process");
+    let (resent, _) = pod_event(next_message(&mut ws).await);
+    assert_eq!(
+        resent, first,
+        "the unacknowledged event is sent again first"
+    );
+    // Then fresh statuses, numbered after it; acknowledge up to one of them.
+    let (fresh, _) = loop {
+        let (seq, of) = pod_event(next_message(&mut ws).await);
+        if seq > first {
+            break (seq, of);
+        }
+    };
+    ws.send(tokio_tungstenite::tungstenite::Message::text(
+        serde_json::to_string(&RelayToAgent::Ack {
+            session,
+            seq: fresh,
+        })
+        .unwrap(),
+    ))
+    .await
+    .unwrap();
+    ws.close(None).await.unwrap();
+    drop(ws);
+
+    // Third connection: nothing acknowledged comes back.
+    let (mut ws, _) = accept().await;
+    let (next, _) = pod_event(next_message(&mut ws).await);
+    assert!(
+        next > fresh,
+        "acknowledged events are not sent again ({next} after the ack of {fresh})"
+    );
+    serving.abort();
 }

@@ -17,12 +17,15 @@ use berth_proto::{
     StreamEnd, StreamMessage, StreamOpen,
 };
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
+
+mod signing;
+mod tls;
 
 const IMAGE: &str = "berth-test/busybox:latest";
 const CREDENTIAL: &str = "test-credential";
@@ -54,10 +57,12 @@ impl Drop for Cleanup {
     }
 }
 
-async fn agent_for(instance: Uuid, relay_url: &str) -> Agent {
+async fn agent_for(instance: Uuid, relay_url: &str, pki: &tls::TestPki) -> Agent {
     Agent::connect(AgentSettings {
         relay_url: relay_url.to_owned(),
-        credential: CREDENTIAL.to_owned(),
+        tls: pki.agent(instance),
+        credential: signing::credential(instance),
+        service_key: signing::SERVICE_KEY_PEM.to_owned(),
         instance,
         docker_host: None,
         pods: Default::default(),
@@ -88,6 +93,7 @@ fn spec(command: &[&str]) -> ContainerSpec {
         user: None,
         privileges: None,
         infra: None,
+        registry_auth: None,
     }
 }
 
@@ -102,6 +108,8 @@ fn container(reply: Reply) -> ObservedContainer {
 struct FakeRelay {
     listener: TcpListener,
     url: String,
+    /// The relay's TLS, and the CA agents' certificates come from.
+    pki: tls::TestPki,
     /// `Authorization` header and path of each handshake.
     seen: Arc<Mutex<Vec<(String, String)>>>,
 }
@@ -109,10 +117,11 @@ struct FakeRelay {
 impl FakeRelay {
     async fn start() -> FakeRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("ws://{}", listener.local_addr().unwrap());
+        let url = format!("wss://{}", listener.local_addr().unwrap());
         FakeRelay {
             listener,
             url,
+            pki: tls::TestPki::new(),
             seen: Arc::default(),
         }
     }
@@ -143,29 +152,40 @@ impl FakeRelay {
                 Ok(response)
             }
         };
+        let (stream, certificate) = self.pki.accept(stream).await;
         let ws = tokio_tungstenite::accept_hdr_async(stream, callback).await;
         if refuse {
             assert!(ws.is_err());
             return None;
         }
+        let (auth, _) = self.seen.lock().unwrap().last().cloned().unwrap();
+        let instance = signing::instance_of(auth.trim_start_matches("Bearer "));
+        // As the relay checks: the certificate names the credential's instance.
+        assert_eq!(certificate, berth_tls::Identity::Instance(instance));
         Some(AgentConn {
+            instance,
             ws: ws.unwrap(),
             events: Vec::new(),
             states: Vec::new(),
             stream_messages: Vec::new(),
+            session: None,
         })
     }
 }
 
 /// The relay's side of one agent connection.
 struct AgentConn {
-    ws: WebSocketStream<TcpStream>,
+    /// The instance of the agent on the other end (from its credential).
+    instance: Uuid,
+    ws: WebSocketStream<berth_tls::ServerStream>,
     /// Events received so far, in order.
     events: Vec<(u64, ContainerEvent)>,
     /// State reports received after the first one.
     states: Vec<Vec<ObservedContainer>>,
     /// Stream messages that arrived while waiting for something else, in order.
     stream_messages: Vec<(Uuid, StreamMessage)>,
+    /// The agent's session, from its first state report.
+    session: Option<Uuid>,
 }
 
 impl AgentConn {
@@ -189,7 +209,13 @@ impl AgentConn {
     /// The first message of a connection, which must be the full state.
     async fn initial_state(&mut self) -> Vec<ObservedContainer> {
         match self.next_message().await {
-            AgentToRelay::State { containers } => containers,
+            AgentToRelay::State {
+                containers,
+                session,
+            } => {
+                self.session = session;
+                containers
+            }
             other => panic!("the first message was not the state: {other:?}"),
         }
     }
@@ -197,8 +223,8 @@ impl AgentConn {
     /// Keep whatever is not a reply, so later assertions can see it.
     fn keep(&mut self, message: AgentToRelay) {
         match message {
-            AgentToRelay::Event { seq, event } => self.events.push((seq, event)),
-            AgentToRelay::State { containers } => self.states.push(containers),
+            AgentToRelay::Event { seq, event, .. } => self.events.push((seq, event)),
+            AgentToRelay::State { containers, .. } => self.states.push(containers),
             AgentToRelay::Reply { request, .. } => panic!("unexpected reply to {request}"),
             AgentToRelay::Stream { stream, message } => {
                 self.stream_messages.push((stream, message))
@@ -212,11 +238,18 @@ impl AgentConn {
     }
 
     async fn command(&mut self, command: Command) -> Reply {
-        let request = Uuid::new_v4();
+        self.command_as(Uuid::new_v4(), Some(Uuid::new_v4()), command)
+            .await
+    }
+
+    /// Send `command` signed as the service would, as `request` of `action`.
+    async fn command_as(&mut self, request: Uuid, action: Option<Uuid>, command: Command) -> Reply {
+        let token = signing::command_token(self.instance, request, action, &command);
         self.send(&RelayToAgent::Command {
             request,
-            action: Some(Uuid::new_v4()),
+            action,
             command,
+            token,
         })
         .await;
         loop {
@@ -230,10 +263,13 @@ impl AgentConn {
     /// Open a stream on the agent; returns its id.
     async fn open(&mut self, open: StreamOpen) -> Uuid {
         let stream = Uuid::new_v4();
+        let action = Some(Uuid::new_v4());
+        let token = signing::stream_token(self.instance, stream, action, &open);
         self.send(&RelayToAgent::StreamOpen {
             stream,
-            action: Some(Uuid::new_v4()),
+            action,
             open,
+            token,
         })
         .await;
         stream
@@ -373,7 +409,7 @@ async fn connected() -> (
     let instance = Uuid::new_v4();
     let cleanup = Cleanup { instance };
     let relay = FakeRelay::start().await;
-    let agent = agent_for(instance, &relay.url).await;
+    let agent = agent_for(instance, &relay.url, &relay.pki).await;
     let running = tokio::spawn(agent.run_until_stopped());
     let mut conn = relay.accept(false).await.unwrap();
     conn.initial_state().await;
@@ -407,14 +443,17 @@ async fn agent_reports_state_runs_commands_and_numbers_events_over_the_relay() {
     let instance = Uuid::new_v4();
     let _cleanup = Cleanup { instance };
     let relay = FakeRelay::start().await;
-    let agent = agent_for(instance, &relay.url).await;
+    let agent = agent_for(instance, &relay.url, &relay.pki).await;
     let running = tokio::spawn(agent.run_until_stopped());
 
     let mut conn = relay.accept(false).await.unwrap();
     assert_eq!(conn.initial_state().await, Vec::new());
+    let (auth, path) = relay.seen.lock().unwrap()[0].clone();
+    assert_eq!(path, "/v1/agent");
+    // ECDSA signatures differ each time: the credential is checked by what it says.
     assert_eq!(
-        relay.seen.lock().unwrap()[0],
-        (format!("Bearer {CREDENTIAL}"), "/v1/agent".to_owned())
+        signing::instance_of(auth.strip_prefix("Bearer ").unwrap()),
+        instance
     );
 
     let mut spec = spec(&["sh", "-c", "echo $GREETING; echo oops >&2; exec sleep 300"]);
@@ -617,7 +656,7 @@ async fn agent_reconnects_after_refusal_and_drop_and_reports_state_first_each_ti
     let instance = Uuid::new_v4();
     let _cleanup = Cleanup { instance };
     let relay = FakeRelay::start().await;
-    let agent = agent_for(instance, &relay.url).await;
+    let agent = agent_for(instance, &relay.url, &relay.pki).await;
 
     let spec = spec(&["sleep", "300"]);
     let uuid = spec.uuid;
@@ -639,26 +678,50 @@ async fn agent_reconnects_after_refusal_and_drop_and_reports_state_first_each_ti
     assert_eq!(state[0].uuid, uuid);
     assert_eq!(state[0].state, RuntimeState::Created);
 
-    // The relay goes away; the agent comes back and starts over.
-    drop(first);
-    let mut second = relay.accept(false).await.unwrap();
-    assert_eq!(second.initial_state().await.len(), 1);
-    container(second.command(Command::Start { container: uuid }).await);
-    let seq = second
+    container(first.command(Command::Start { container: uuid }).await);
+    let first_seq = first
         .wait_event(changed_to(uuid, RuntimeState::Running))
         .await;
-    assert_eq!(
-        second.events[0].0, 1,
-        "numbering restarts at 1 on each connection"
-    );
-    assert!(seq >= 1);
 
-    assert!(relay
-        .seen
-        .lock()
-        .unwrap()
-        .iter()
-        .all(|(auth, path)| auth == "Bearer test-credential" && path == "/v1/agent"));
+    // The relay goes away (nothing was acknowledged); the agent comes back, sends its
+    // full state first, and goes on numbering within the same session.
+    let first_session = first.session;
+    drop(first);
+    let mut second = relay.accept(false).await.unwrap();
+    let state = second.initial_state().await;
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].state, RuntimeState::Running);
+    container(
+        second
+            .command(Command::Stop {
+                container: uuid,
+                timeout_secs: Some(1),
+            })
+            .await,
+    );
+    assert!(first_session.is_some(), "the agent names its session");
+    assert_eq!(
+        second.session, first_session,
+        "one session per agent process"
+    );
+    let seq = second
+        .wait_event(changed_to(uuid, RuntimeState::Exited))
+        .await;
+    assert!(
+        seq > first_seq,
+        "numbering goes on across connections ({seq} after {first_seq})"
+    );
+    assert!(
+        second.events.iter().all(|(seq, _)| *seq > first_seq),
+        "container events of the first connection are superseded by the full state, \
+         not sent again: {:?}",
+        second.events
+    );
+
+    assert!(relay.seen.lock().unwrap().iter().all(|(auth, path)| auth
+        .strip_prefix("Bearer ")
+        .is_some_and(|c| signing::instance_of(c) == instance)
+        && path == "/v1/agent"));
     running.abort();
 }
 
@@ -666,7 +729,7 @@ async fn agent_reconnects_after_refusal_and_drop_and_reports_state_first_each_ti
 async fn create_with_a_missing_image_is_image_not_found_and_leaves_nothing_behind() {
     let instance = Uuid::new_v4();
     let _cleanup = Cleanup { instance };
-    let agent = agent_for(instance, "ws://127.0.0.1:9").await;
+    let agent = agent_for(instance, "wss://127.0.0.1:9", &tls::TestPki::new()).await;
     let mut spec = spec(&[]);
     spec.image = "nosuch:1".to_owned();
     let error = agent
@@ -691,7 +754,7 @@ async fn create_with_a_missing_image_is_image_not_found_and_leaves_nothing_behin
 async fn starting_a_second_container_on_a_taken_host_port_is_a_conflict_naming_the_port() {
     let instance = Uuid::new_v4();
     let _cleanup = Cleanup { instance };
-    let agent = agent_for(instance, "ws://127.0.0.1:9").await;
+    let agent = agent_for(instance, "wss://127.0.0.1:9", &tls::TestPki::new()).await;
     let runtime = agent.runtime();
 
     // A port that is free now; the first container takes it.
@@ -744,7 +807,7 @@ async fn starting_a_second_container_on_a_taken_host_port_is_a_conflict_naming_t
 async fn an_auto_remove_container_that_is_stopped_reports_done() {
     let instance = Uuid::new_v4();
     let _cleanup = Cleanup { instance };
-    let agent = agent_for(instance, "ws://127.0.0.1:9").await;
+    let agent = agent_for(instance, "wss://127.0.0.1:9", &tls::TestPki::new()).await;
     let runtime = agent.runtime();
     let mut spec = spec(&["sleep", "300"]);
     spec.auto_remove = true;
@@ -773,10 +836,13 @@ async fn an_auto_remove_container_that_is_stopped_reports_done() {
 
 #[tokio::test]
 async fn connect_fails_with_an_explanation_when_docker_is_unreachable() {
+    let instance = Uuid::new_v4();
     let error = Agent::connect(AgentSettings {
-        relay_url: "ws://127.0.0.1:9".to_owned(),
+        relay_url: "wss://127.0.0.1:9".to_owned(),
+        tls: tls::TestPki::new().agent(instance),
         credential: CREDENTIAL.to_owned(),
-        instance: Uuid::new_v4(),
+        service_key: signing::SERVICE_KEY_PEM.to_owned(),
+        instance,
         docker_host: Some("/nonexistent/docker.sock".to_owned()),
         pods: Default::default(),
     })

@@ -111,6 +111,34 @@ pub enum Command {
         /// Columns.
         width: u16,
     },
+    /// Make an image from the container's filesystem (Docker commit); replies
+    /// [`Outcome::Committed`]. Committing again makes the same tag point at a new image.
+    Commit {
+        /// Berth uuid.
+        container: Uuid,
+        /// Repository of the new image.
+        repository: String,
+        /// Tag; `None` is `latest`.
+        tag: Option<String>,
+    },
+    /// A tar archive of a path in the container (Docker's archive GET); replies
+    /// [`Outcome::Archive`].
+    GetArchive {
+        /// Berth uuid.
+        container: Uuid,
+        /// Absolute path in the container.
+        path: String,
+    },
+    /// Extract a tar archive into a directory of the container (Docker's archive PUT).
+    PutArchive {
+        /// Berth uuid.
+        container: Uuid,
+        /// Absolute path of an existing directory in the container.
+        path: String,
+        /// The tar archive, base64 on the wire.
+        #[serde(with = "crate::stream::base64_bytes")]
+        data: Vec<u8>,
+    },
     /// Every image on the instance.
     Images,
     /// One image, by reference (`repo:tag`, `repo@digest` or id).
@@ -169,6 +197,9 @@ impl Command {
             Command::Inspect { .. } => "inspect",
             Command::Top { .. } => "top",
             Command::Resize { .. } => "resize",
+            Command::Commit { .. } => "commit",
+            Command::GetArchive { .. } => "get_archive",
+            Command::PutArchive { .. } => "put_archive",
             Command::Images => "images",
             Command::ImageInspect { .. } => "image_inspect",
             Command::ImageRemove { .. } => "image_remove",
@@ -196,6 +227,19 @@ pub enum Outcome {
         titles: Vec<String>,
         /// One row per process, a value per title.
         processes: Vec<Vec<String>>,
+    },
+    /// The image a commit made: its content id (`sha256:…`).
+    Committed {
+        /// Content id.
+        image_id: String,
+    },
+    /// A tar archive of a path and what the path is.
+    Archive {
+        /// The tar archive, base64 on the wire.
+        #[serde(with = "crate::stream::base64_bytes")]
+        data: Vec<u8>,
+        /// Docker's path stat: `name`, `size`, `mode`, `mtime`, `linkTarget`.
+        stat: serde_json::Value,
     },
     /// The images on the instance.
     Images(Vec<ImageInfo>),

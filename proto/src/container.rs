@@ -60,6 +60,11 @@ pub struct ContainerSpec {
     /// rows, which have no such fields, and only the instance providers set this.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub infra: Option<InfraOptions>,
+    /// Credentials to pull the image with when it is not on the instance (Zun's
+    /// `registry`). Travels only inside the signed command; never logged or stored by
+    /// the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_auth: Option<crate::stream::RegistryAuth>,
 }
 
 /// Host access granted by policy to a tenant's container. Each field is Docker's
@@ -267,6 +272,7 @@ mod tests {
             user: None,
             privileges: None,
             infra: None,
+            registry_auth: None,
         }
     }
 

@@ -24,6 +24,9 @@ pub enum ServiceToRelay {
         action: Option<Uuid>,
         /// What to run.
         command: Command,
+        /// The service's signature over this command for this instance
+        /// ([`crate::auth::CommandClaims`]); the relay passes it on untouched.
+        token: String,
     },
     /// Open a stream to the agent of `instance`. The relay remembers which service
     /// connection opened it (in memory) to route the agent's messages back.
@@ -36,6 +39,9 @@ pub enum ServiceToRelay {
         action: Option<Uuid>,
         /// What to run.
         open: StreamOpen,
+        /// The service's signature over this stream open for this instance
+        /// ([`crate::auth::CommandClaims`]); the relay passes it on untouched.
+        token: String,
     },
     /// A message on an open stream, for the agent of `instance`.
     Stream {
@@ -53,6 +59,16 @@ pub enum ServiceToRelay {
     Revoke {
         /// Instances whose credentials no longer work.
         instances: Vec<Uuid>,
+    },
+    /// The service recorded the events of `instance`'s agent up to and including
+    /// `seq` of `session`; the agent may forget them. Cumulative, like a TCP ack.
+    Ack {
+        /// The agent's instance.
+        instance: Uuid,
+        /// The agent's session (one per agent process).
+        session: Uuid,
+        /// The highest event sequence number recorded.
+        seq: u64,
     },
 }
 
@@ -74,6 +90,9 @@ pub enum RelayToService {
         instance: Uuid,
         /// The agent's full state.
         containers: Vec<ObservedContainer>,
+        /// The agent's session; `None` from agents older than sessions.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<Uuid>,
     },
     /// An agent's connection closed.
     AgentDisconnected {
@@ -84,10 +103,15 @@ pub enum RelayToService {
     Event {
         /// The agent's instance.
         instance: Uuid,
-        /// Per-connection sequence number, starting at 1.
+        /// Sequence number within the agent's session, starting at 1 and increasing
+        /// across reconnects; a re-sent event keeps its number.
         seq: u64,
         /// What happened.
         event: ContainerEvent,
+        /// The agent's session; `None` from agents older than sessions (then `seq`
+        /// counts per connection and is not used to drop duplicates).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<Uuid>,
     },
     /// A message on a stream this service connection opened. When the agent goes away
     /// the relay ends its streams itself with an `Unavailable` failure.
@@ -116,6 +140,11 @@ pub enum RelayToAgent {
         action: Option<Uuid>,
         /// What to run.
         command: Command,
+        /// The service's signature over the command, as the service sent it; the
+        /// agent runs nothing it cannot verify. Missing on the wire reads as empty
+        /// (and is refused with a reason, not as an unreadable frame).
+        #[serde(default)]
+        token: String,
     },
     /// Open a stream; the agent answers with stream messages, ending with `End`.
     StreamOpen {
@@ -125,6 +154,9 @@ pub enum RelayToAgent {
         action: Option<Uuid>,
         /// What to run.
         open: StreamOpen,
+        /// The service's signature over the stream open, as the service sent it.
+        #[serde(default)]
+        token: String,
     },
     /// A message on an open stream.
     Stream {
@@ -135,6 +167,13 @@ pub enum RelayToAgent {
     },
     /// Ask the agent to send a fresh [`AgentToRelay::State`].
     Resync,
+    /// The service recorded this session's events up to and including `seq`.
+    Ack {
+        /// The session the events belong to; an ack for another session is ignored.
+        session: Uuid,
+        /// The highest sequence number recorded.
+        seq: u64,
+    },
 }
 
 /// Agent → relay.
@@ -145,6 +184,9 @@ pub enum AgentToRelay {
     State {
         /// Every container the agent manages.
         containers: Vec<ObservedContainer>,
+        /// The agent's session: a fresh id each time the agent process starts.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<Uuid>,
     },
     /// The reply to a command.
     Reply {
@@ -162,9 +204,13 @@ pub enum AgentToRelay {
     },
     /// Something happened.
     Event {
-        /// Per-connection sequence number, starting at 1.
+        /// Sequence number within the session, starting at 1 and increasing across
+        /// reconnects; unacknowledged events are sent again after the next `State`.
         seq: u64,
         /// What happened.
         event: ContainerEvent,
+        /// The agent's session.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<Uuid>,
     },
 }

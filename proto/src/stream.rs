@@ -65,6 +65,16 @@ pub enum StreamOpen {
         /// Keep the stream open and send new output as it comes.
         follow: bool,
     },
+    /// The container's resource usage: the engine's stats documents (Docker's stats
+    /// JSON, unchanged), one per line on [`Channel::Stdout`], about one a second.
+    Stats {
+        /// Berth uuid.
+        container: Uuid,
+        /// Keep sending readings until the container stops or the stream is
+        /// cancelled; `false` sends one reading (with CPU figures over a short
+        /// interval, like `docker stats --no-stream`) and ends.
+        stream: bool,
+    },
     /// Pull an image, sending the engine's progress messages as JSON lines on
     /// [`Channel::Progress`].
     Pull {
@@ -83,6 +93,7 @@ impl StreamOpen {
             StreamOpen::Exec { .. } => "exec",
             StreamOpen::Logs { .. } => "logs",
             StreamOpen::Pull { .. } => "pull",
+            StreamOpen::Stats { .. } => "stats",
         }
     }
 }
@@ -209,7 +220,7 @@ pub enum StreamMessage {
     End(StreamEnd),
 }
 
-mod base64_bytes {
+pub(crate) mod base64_bytes {
     use base64::Engine as _;
     use serde::{Deserialize, Deserializer, Serializer};
 

@@ -5,9 +5,15 @@
 //! path and the other way round. An agent's instance comes only from its verified
 //! claims, never from anything else the agent sends, which is what confines an agent
 //! to its own instance.
+//!
+//! The TLS client certificate (already verified against the deployment's CA at the
+//! handshake) must agree: on the agent path it must name the credential's instance,
+//! on the service path it must be the service's. A stolen credential is useless
+//! without the matching key, and a certificate without the credential.
 
 use anyhow::Context;
 use berth_proto::auth::{AgentClaims, ServiceClaims, AGENT_AUDIENCE, SERVICE_AUDIENCE};
+use berth_tls::{Identity, IdentityError};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request};
@@ -85,8 +91,13 @@ impl Verifier {
         })
     }
 
-    /// Decide from the upgrade request's path and credential who the peer is.
-    pub(crate) fn admit(&self, request: &Request) -> Result<Peer, Rejection> {
+    /// Decide from the upgrade request's path and credential, and the identity of the
+    /// TLS client certificate, who the peer is.
+    pub(crate) fn admit(
+        &self,
+        request: &Request,
+        certificate: &Result<Identity, IdentityError>,
+    ) -> Result<Peer, Rejection> {
         let path = request.uri().path();
         let agent = if path == berth_proto::RELAY_AGENT_PATH {
             true
@@ -100,14 +111,36 @@ impl Verifier {
             let claims = jsonwebtoken::decode::<AgentClaims>(token, &self.key, &self.agent)
                 .map_err(|e| explain(e.kind()))?
                 .claims;
-            Ok(Peer::Agent {
-                instance: claims.instance,
-            })
+            match certificate {
+                Ok(Identity::Instance(id)) if *id == claims.instance => Ok(Peer::Agent {
+                    instance: claims.instance,
+                }),
+                Ok(Identity::Instance(id)) => Err(Rejection::Unauthorized(format!(
+                    "the client certificate is for instance {id} but the credential for instance {}: \
+                     an agent presents its own instance's certificate",
+                    claims.instance
+                ))),
+                Ok(Identity::Service) => Err(Rejection::Unauthorized(
+                    "the service's client certificate cannot open the agent endpoint".into(),
+                )),
+                Err(e) => Err(Rejection::Unauthorized(format!(
+                    "{e}: agents present the certificate they got at enrollment"
+                ))),
+            }
         } else {
             let claims = jsonwebtoken::decode::<ServiceClaims>(token, &self.key, &self.service)
                 .map_err(|e| explain(e.kind()))?
                 .claims;
-            Ok(Peer::Service { name: claims.sub })
+            match certificate {
+                Ok(Identity::Service) => Ok(Peer::Service { name: claims.sub }),
+                Ok(Identity::Instance(id)) => Err(Rejection::Unauthorized(format!(
+                    "the client certificate is an agent's (instance {id}): only the service's opens {}",
+                    berth_proto::RELAY_SERVICE_PATH
+                ))),
+                Err(e) => Err(Rejection::Unauthorized(format!(
+                    "{e}: the service presents its certificate (urn:berth:service)"
+                ))),
+            }
         }
     }
 }

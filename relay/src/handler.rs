@@ -8,7 +8,6 @@ use berth_proto::{AgentToRelay, ServiceToRelay};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
@@ -27,33 +26,33 @@ use crate::router::{ConnId, Inbox, Kick, Router, QUEUE_CAPACITY};
 /// How long a client may take to complete the upgrade, so that half-open or slow
 /// clients cannot hold connection slots.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often the relay pings each peer.
-const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// How often the relay pings each peer (agents and the service ping the relay as
+/// often), so a silent peer is noticed within [`IDLE_TIMEOUT`].
+const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// A peer that sends nothing (not even a pong to the relay's pings) for this long is
-/// gone, whatever TCP believes.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(45);
+/// gone, whatever TCP believes: three ping intervals, well within the 30 s in which a
+/// partitioned agent must be known disconnected (and reconnect elsewhere).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the relay tries to say goodbye with a close frame before dropping the socket.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<berth_tls::ServerStream>;
 
-/// Serve one accepted TCP connection until it ends.
+/// Serve one connection, past its TLS handshake, until it ends. `certificate` is what
+/// the verified client certificate names; the credential must agree with it.
 pub(crate) async fn serve(
-    socket: TcpStream,
+    socket: berth_tls::ServerStream,
+    certificate: Result<berth_tls::Identity, berth_tls::IdentityError>,
     conn: ConnId,
     verifier: Arc<Verifier>,
     router: Arc<Router>,
 ) {
-    // Commands and replies are small and latency-bound.
-    if let Err(error) = socket.set_nodelay(true) {
-        debug!(%error, "cannot set TCP_NODELAY");
-    }
     let mut admitted = None;
     let mut rejected = None;
     // The callback's shape, with an HTTP response as its error, is tungstenite's.
     #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| match verifier
-        .admit(request)
+        .admit(request, &certificate)
         .and_then(|peer| refuse_revoked(peer, &router))
     {
         Ok(peer) => {
@@ -195,7 +194,7 @@ impl End {
                 (CloseCode::Size, "message larger than 16 MiB")
             }
             End::ReadFailed(_) => return None,
-            End::Idle => (CloseCode::Policy, "nothing received for 45 s"),
+            End::Idle => (CloseCode::Policy, "nothing received for 15 s"),
             End::Undecodable(_) => (
                 CloseCode::Invalid,
                 "a message was not JSON of the expected relay message type",
@@ -223,6 +222,11 @@ impl End {
     fn log(&self) {
         match self {
             End::PeerClosed => debug!("the peer closed the connection"),
+            End::ReadFailed(error @ WsError::Capacity(_)) => warn!(
+                %error,
+                limit.bytes = frame::MAX_MESSAGE_SIZE,
+                "closing a connection that sent a message over the size limit"
+            ),
             End::ReadFailed(error) | End::WriteFailed(error) => {
                 debug!(%error, "the connection failed")
             }

@@ -8,9 +8,13 @@
 //!  service ◀─RelayToService─── relay ◀─AgentToRelay─── agent
 //! ```
 //!
-//! Both sides speak JSON text WebSocket frames of the [`berth_proto::relay`] enums and
-//! authenticate with an ES256 credential signed by the service (see
-//! [`berth_proto::auth`]). The relay keeps no durable state: everything it knows is who
+//! Both sides speak JSON text WebSocket frames of the [`berth_proto::relay`] enums over
+//! TLS (`wss://`), and authenticate twice: with a client certificate of the
+//! deployment's CA, required at the TLS handshake, and with an ES256 credential signed
+//! by the service (see [`berth_proto::auth`]). The certificate's identity
+//! ([`berth_tls::Identity`]) must match the credential: an agent's certificate names
+//! the instance its credential names, and only the service's certificate opens the
+//! service endpoint. The relay keeps no durable state: everything it knows is who
 //! is connected right now and which requests are waiting for a reply, so any number of
 //! relays can run side by side and a restarted relay loses nothing the agents and the
 //! service cannot rebuild by reconnecting.
@@ -26,8 +30,8 @@
 //! - `frame`: JSON encoding of the wire enums.
 //!
 //! ```no_run
-//! # async fn example(pem: String) -> anyhow::Result<()> {
-//! let settings = berth_relay::RelaySettings::new("127.0.0.1:0".parse()?, pem);
+//! # async fn example(pem: String, tls: berth_tls::ServerTls) -> anyhow::Result<()> {
+//! let settings = berth_relay::RelaySettings::new("127.0.0.1:0".parse()?, pem, tls);
 //! let relay = berth_relay::Relay::bind(settings).await?;
 //! println!("relay listening on {}", relay.local_addr());
 //! relay.run_until_stopped().await
@@ -57,6 +61,9 @@ pub struct RelaySettings {
     pub listen: SocketAddr,
     /// PEM (SPKI, "BEGIN PUBLIC KEY") of the service's ES256 key that signs agent and service credentials.
     pub credential_public_key_pem: String,
+    /// The relay's server certificate, and the CA every peer's client certificate must
+    /// chain to. There is no plain listener.
+    pub tls: berth_tls::ServerTls,
     /// Most connections (agents and services together) open at once; further clients
     /// wait in the listen backlog until one closes. Default 20 000.
     pub max_connections: usize,
@@ -72,10 +79,15 @@ impl RelaySettings {
     pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
     /// Settings with the default connection cap and request timeout.
-    pub fn new(listen: SocketAddr, credential_public_key_pem: impl Into<String>) -> Self {
+    pub fn new(
+        listen: SocketAddr,
+        credential_public_key_pem: impl Into<String>,
+        tls: berth_tls::ServerTls,
+    ) -> Self {
         Self {
             listen,
             credential_public_key_pem: credential_public_key_pem.into(),
+            tls,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
         }
@@ -108,8 +120,13 @@ impl Relay {
             .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let local_addr = tcp.local_addr()?;
         let router = Arc::new(router::Router::new(settings.request_timeout));
-        let listener =
-            listener::Listener::new(tcp, settings.max_connections, Arc::new(verifier), router);
+        let listener = listener::Listener::new(
+            tcp,
+            settings.max_connections,
+            settings.tls,
+            Arc::new(verifier),
+            router,
+        );
         Ok(Relay {
             listener,
             local_addr,

@@ -6,11 +6,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-use tracing::{error, field, info_span, warn, Instrument};
+use tracing::{debug, error, field, info, info_span, warn, Instrument};
 
 use crate::auth::Verifier;
 use crate::handler;
 use crate::router::Router;
+
+/// How long a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Longest pause between attempts when `accept` keeps failing.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -24,6 +27,8 @@ pub(crate) struct Listener {
     /// descriptors.
     limit: Arc<Semaphore>,
     max_connections: usize,
+    /// Every connection is TLS with a client certificate of the deployment's CA.
+    tls: berth_tls::ServerTls,
     verifier: Arc<Verifier>,
     router: Arc<Router>,
 }
@@ -32,6 +37,7 @@ impl Listener {
     pub(crate) fn new(
         tcp: TcpListener,
         max_connections: usize,
+        tls: berth_tls::ServerTls,
         verifier: Arc<Verifier>,
         router: Arc<Router>,
     ) -> Self {
@@ -39,6 +45,7 @@ impl Listener {
             tcp,
             limit: Arc::new(Semaphore::new(max_connections)),
             max_connections,
+            tls,
             verifier,
             router,
         }
@@ -72,9 +79,14 @@ impl Listener {
                     }
                     let verifier = Arc::clone(&self.verifier);
                     let router = Arc::clone(&self.router);
+                    let tls = self.tls.clone();
                     connections.spawn(
                         async move {
-                            handler::serve(socket, conn, verifier, router).await;
+                            // The TLS handshake runs here, not in the accept loop, so a
+                            // slow client holds only its own slot.
+                            if let Some((socket, identity)) = handshake(&tls, socket).await {
+                                handler::serve(socket, identity, conn, verifier, router).await;
+                            }
                             drop(permit);
                         }
                         .instrument(span),
@@ -83,7 +95,36 @@ impl Listener {
             }
         }
     }
+}
 
+/// The TLS handshake, within [`TLS_HANDSHAKE_TIMEOUT`]: the client must present a
+/// certificate of the deployment's CA (rustls refuses the handshake otherwise); what
+/// it names is checked against the credential at the upgrade.
+async fn handshake(
+    tls: &berth_tls::ServerTls,
+    socket: TcpStream,
+) -> Option<(
+    berth_tls::ServerStream,
+    Result<berth_tls::Identity, berth_tls::IdentityError>,
+)> {
+    if let Err(error) = socket.set_nodelay(true) {
+        debug!(%error, "cannot set TCP_NODELAY");
+    }
+    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(socket)).await {
+        Ok(Ok(accepted)) => Some(accepted),
+        // A plain ws:// client, a certificate of another CA or none at all.
+        Ok(Err(error)) => {
+            info!(%error, "refused a connection at the TLS handshake");
+            None
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            None
+        }
+    }
+}
+
+impl Listener {
     /// Wait for a free connection slot, then for a client. Cancel-safe: a slot taken
     /// before cancellation is returned when its permit drops.
     async fn accept(&self) -> (TcpStream, OwnedSemaphorePermit) {

@@ -19,8 +19,9 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:9518";
 #[derive(Debug, Parser)]
 #[command(name = "berth-relay", version)]
 struct Cli {
-    /// TOML file with any of: listen, credential_public_key, max_connections,
-    /// request_timeout_secs. Relative paths in it are relative to the file.
+    /// TOML file with any of: listen, credential_public_key, tls_dir, ca_cert,
+    /// tls_cert, tls_key, max_connections, request_timeout_secs. Relative paths in it
+    /// are relative to the file.
     #[arg(long, env = "BERTH_RELAY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:9518].
@@ -30,6 +31,20 @@ struct Cli {
     /// and service credentials. Required.
     #[arg(long, env = "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY", value_name = "FILE")]
     credential_public_key: Option<PathBuf>,
+    /// PKI directory (`berth-service pki init --dir DIR` makes one): ca.pem,
+    /// relay-cert.pem and relay-key.pem. Or give the three files one by one.
+    #[arg(long, env = "BERTH_RELAY_TLS_DIR", value_name = "DIR")]
+    tls_dir: Option<PathBuf>,
+    /// The deployment's CA certificate (PEM): every peer's client certificate must
+    /// chain to it.
+    #[arg(long, env = "BERTH_RELAY_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// The relay's server certificate chain (PEM), naming the host peers dial.
+    #[arg(long, env = "BERTH_RELAY_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, env = "BERTH_RELAY_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Most connections open at once [default: 20000].
     #[arg(long, env = "BERTH_RELAY_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
@@ -44,6 +59,10 @@ struct Cli {
 struct FileConfig {
     listen: Option<SocketAddr>,
     credential_public_key: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     max_connections: Option<usize>,
     request_timeout_secs: Option<u64>,
 }
@@ -54,8 +73,18 @@ impl FileConfig {
             .with_context(|| format!("cannot read the config file {}", path.display()))?;
         let mut config: FileConfig = toml::from_str(&text)
             .with_context(|| format!("the config file {} is not valid", path.display()))?;
-        if let (Some(key), Some(dir)) = (&config.credential_public_key, path.parent()) {
-            config.credential_public_key = Some(dir.join(key));
+        if let Some(dir) = path.parent() {
+            for file in [
+                &mut config.credential_public_key,
+                &mut config.tls_dir,
+                &mut config.ca_cert,
+                &mut config.tls_cert,
+                &mut config.tls_key,
+            ] {
+                if let Some(relative) = file.take() {
+                    *file = Some(dir.join(relative));
+                }
+            }
         }
         Ok(config)
     }
@@ -82,7 +111,21 @@ fn settings(cli: Cli) -> anyhow::Result<RelaySettings> {
             key_path.display()
         )
     })?;
-    let mut settings = RelaySettings::new(listen, pem);
+    let files = match (
+        cli.tls_dir.or(file.tls_dir),
+        cli.ca_cert.or(file.ca_cert),
+        cli.tls_cert.or(file.tls_cert),
+        cli.tls_key.or(file.tls_key),
+    ) {
+        (_, Some(ca_cert), Some(cert), Some(key)) => berth_tls::TlsFiles { ca_cert, cert, key },
+        (Some(dir), None, None, None) => berth_tls::TlsFiles::in_dir(&dir, "relay"),
+        _ => bail!(
+            "the relay serves TLS only: pass --tls-dir DIR (BERTH_RELAY_TLS_DIR; `berth-service pki init --dir DIR` \
+             makes one), or all of --ca-cert, --tls-cert and --tls-key"
+        ),
+    };
+    let tls = berth_tls::ServerTls::from_files(&files)?;
+    let mut settings = RelaySettings::new(listen, pem, tls);
     if let Some(max) = cli.max_connections.or(file.max_connections) {
         settings.max_connections = max;
     }

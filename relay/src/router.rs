@@ -30,6 +30,7 @@ use berth_proto::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
@@ -38,6 +39,16 @@ use crate::frame;
 
 /// Messages a connection may have queued before the relay gives up on it.
 pub(crate) const QUEUE_CAPACITY: usize = 256;
+
+/// How many agents a new service's resync asks at a time; the next batch waits until the
+/// service's queue has room for a whole batch of reports again.
+const RESYNC_BATCH: usize = 64;
+
+/// How often a paced resync looks at the new service's queue.
+const RESYNC_POLL: Duration = Duration::from_millis(10);
+
+/// How long a paced resync waits for a batch's reports before asking the next batch.
+const RESYNC_PATIENCE: Duration = Duration::from_secs(1);
 
 /// Identifies one connection for the life of the process.
 pub(crate) type ConnId = u64;
@@ -58,6 +69,8 @@ struct Outbox {
     conn: ConnId,
     messages: mpsc::Sender<Message>,
     kick: watch::Sender<Option<Kick>>,
+    /// Messages queued so far, for pacing a new service's resync.
+    delivered: Arc<AtomicU64>,
 }
 
 /// The connection handler's end: what to write, and whether to hang up.
@@ -92,6 +105,7 @@ fn outbox(conn: ConnId) -> (Outbox, Inbox) {
         conn,
         messages: tx.clone(),
         kick: kick_tx,
+        delivered: Arc::new(AtomicU64::new(0)),
     };
     let inbox = Inbox {
         messages: rx,
@@ -106,7 +120,10 @@ impl Outbox {
     /// connection is closing, or its queue was full and it is now being closed.
     fn deliver(&self, message: Message) -> bool {
         match self.messages.try_send(message) {
-            Ok(()) => true,
+            Ok(()) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                true
+            }
             Err(TrySendError::Full(_)) => {
                 if self.kick(Kick::Overflow) {
                     warn!(
@@ -260,17 +277,24 @@ impl Router {
     /// Route one message from the agent of `instance` on connection `conn`.
     pub(crate) fn agent_message(&self, conn: ConnId, instance: Uuid, message: AgentToRelay) {
         match message {
-            AgentToRelay::State { containers } => {
+            AgentToRelay::State {
+                containers,
+                session,
+            } => {
                 let tables = self.lock();
                 if is_current(&tables, conn, instance) {
                     debug!(instance.id = %instance, containers = containers.len(), "agent state");
-                    tables.to_all_services(&agent_connected(instance, containers));
+                    tables.to_all_services(&agent_connected(instance, containers, session));
                 }
             }
-            AgentToRelay::Event { seq, event } => {
+            AgentToRelay::Event {
+                seq,
+                event,
+                session,
+            } => {
                 let tables = self.lock();
                 if is_current(&tables, conn, instance) {
-                    tables.to_all_services(&agent_event(instance, seq, event));
+                    tables.to_all_services(&agent_event(instance, seq, event, session));
                 }
             }
             AgentToRelay::Reply { request, reply } => self.agent_replied(instance, request, reply),
@@ -391,17 +415,57 @@ impl Router {
     /// Register a service connection. It first learns which agents are connected, and
     /// each of those agents is asked to report its full state again so that the new
     /// service hears it too.
-    pub(crate) fn service_connected(&self, conn: ConnId) -> Inbox {
+    ///
+    /// The resync requests are paced by the new service's queue: a relay holding
+    /// thousands of agents would otherwise fill it with their reports faster than any
+    /// service reads, and close it — on every retry.
+    pub(crate) fn service_connected(self: &Arc<Self>, conn: ConnId) -> Inbox {
         let (outbox, inbox) = outbox(conn);
         let mut tables = self.lock();
         let mut instances: Vec<Uuid> = tables.agents.keys().copied().collect();
         instances.sort_unstable();
-        outbox.deliver(frame::encode(&RelayToService::Agents { instances }));
+        outbox.deliver(frame::encode(&RelayToService::Agents {
+            instances: instances.clone(),
+        }));
+        let queue = outbox.messages.downgrade();
+        let delivered = Arc::clone(&outbox.delivered);
         tables.services.insert(conn, outbox);
-        let resync = frame::encode(&RelayToAgent::Resync);
-        for agent in tables.agents.values() {
-            agent.outbox.deliver(resync.clone());
-        }
+        drop(tables);
+        let router = Arc::downgrade(self);
+        tokio::spawn(async move {
+            // Messages the service must have been given before the next batch is asked:
+            // the previous batch's reports (or, after RESYNC_PATIENCE without progress,
+            // whatever arrived — an agent may be slow or gone); and its queue must have
+            // room for a whole batch.
+            let mut expected = 0;
+            for batch in instances.chunks(RESYNC_BATCH) {
+                let mut progress = (delivered.load(Ordering::Relaxed), Instant::now());
+                loop {
+                    let Some(queue) = queue.upgrade() else { return };
+                    let now = delivered.load(Ordering::Relaxed);
+                    if now != progress.0 {
+                        progress = (now, Instant::now());
+                    }
+                    let reported = now >= expected || progress.1.elapsed() >= RESYNC_PATIENCE;
+                    if reported && queue.capacity() >= QUEUE_CAPACITY - RESYNC_BATCH {
+                        expected = now + batch.len() as u64;
+                        break;
+                    }
+                    drop(queue);
+                    tokio::time::sleep(RESYNC_POLL).await;
+                }
+                let Some(router) = router.upgrade() else {
+                    return;
+                };
+                let tables = router.lock();
+                let resync = frame::encode(&RelayToAgent::Resync);
+                for instance in batch {
+                    if let Some(agent) = tables.agents.get(instance) {
+                        agent.outbox.deliver(resync.clone());
+                    }
+                }
+            }
+        });
         inbox
     }
 
@@ -413,14 +477,29 @@ impl Router {
                 instance,
                 action,
                 command,
-            } => self.command(conn, request, instance, action, command),
+                token,
+            } => self.command(conn, request, instance, action, command, token),
             ServiceToRelay::Revoke { instances } => self.revoke(instances),
+            ServiceToRelay::Ack {
+                instance,
+                session,
+                seq,
+            } => {
+                // Best effort: an ack that finds no agent is repeated by the next one.
+                let tables = self.lock();
+                if let Some(agent) = tables.agents.get(&instance) {
+                    agent
+                        .outbox
+                        .deliver(frame::encode(&RelayToAgent::Ack { session, seq }));
+                }
+            }
             ServiceToRelay::StreamOpen {
                 stream,
                 instance,
                 action,
                 open,
-            } => self.open_stream(conn, stream, instance, action, open),
+                token,
+            } => self.open_stream(conn, stream, instance, action, open, token),
             ServiceToRelay::Stream {
                 stream,
                 instance,
@@ -437,6 +516,8 @@ impl Router {
         instance: Uuid,
         action: Option<Uuid>,
         open: StreamOpen,
+        // The service's signature; passed on untouched, only the agent checks it.
+        token: String,
     ) {
         let mut tables = self.lock();
         if tables.streams.contains_key(&stream) {
@@ -467,6 +548,7 @@ impl Router {
                 stream,
                 action,
                 open,
+                token,
             }));
         if !sent {
             tables.fail_stream(
@@ -550,6 +632,8 @@ impl Router {
         instance: Uuid,
         action: Option<Uuid>,
         command: Command,
+        // The service's signature; passed on untouched, only the agent checks it.
+        token: String,
     ) {
         let mut tables = self.lock();
         if tables.pending.contains_key(&request) {
@@ -585,6 +669,7 @@ impl Router {
             request,
             action,
             command,
+            token,
         }));
         if !sent {
             tables.reply(
@@ -684,18 +769,29 @@ fn is_current(tables: &Tables, conn: ConnId, instance: Uuid) -> bool {
         .is_some_and(|agent| agent.outbox.conn == conn)
 }
 
-fn agent_connected(instance: Uuid, containers: Vec<ObservedContainer>) -> RelayToService {
+fn agent_connected(
+    instance: Uuid,
+    containers: Vec<ObservedContainer>,
+    session: Option<Uuid>,
+) -> RelayToService {
     RelayToService::AgentConnected {
         instance,
         containers,
+        session,
     }
 }
 
-fn agent_event(instance: Uuid, seq: u64, event: ContainerEvent) -> RelayToService {
+fn agent_event(
+    instance: Uuid,
+    seq: u64,
+    event: ContainerEvent,
+    session: Option<Uuid>,
+) -> RelayToService {
     RelayToService::Event {
         instance,
         seq,
         event,
+        session,
     }
 }
 

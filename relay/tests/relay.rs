@@ -1,5 +1,6 @@
 //! Black-box tests: a real relay on port 0, with WebSocket clients playing agents and
-//! services, and credentials signed by a key made for the test.
+//! services over mutual TLS, credentials signed by a key made for the test, and
+//! certificates of a CA made for the test.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,18 +14,18 @@ use berth_proto::{
     RELAY_AGENT_PATH, RELAY_SERVICE_PATH,
 };
 use berth_relay::{Relay, RelaySettings};
+use berth_tls::{Ca, ClientTls, Identity, ServerTls};
 use futures_util::{FutureExt as _, SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::rand::SystemRandom;
 use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{header, HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 /// How long a test waits for something that should happen promptly.
@@ -87,11 +88,53 @@ impl SigningKey {
     }
 }
 
+const DAY: Duration = Duration::from_secs(86_400);
+
 /// A relay running in the background for one test; stopped when dropped.
 struct TestRelay {
     addr: SocketAddr,
     key: SigningKey,
+    /// The test deployment's CA: the relay's certificate and the peers' come from it.
+    ca: Ca,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// A CA made for the test and the relay's server TLS (for 127.0.0.1) from it.
+fn test_ca() -> (Ca, ServerTls) {
+    let ca = Ca::generate("test CA", DAY).unwrap();
+    let cert = ca
+        .server_certificate(&["127.0.0.1".to_owned()], DAY)
+        .unwrap();
+    let tls = ServerTls::from_pem(ca.pem(), &cert.cert_pem, &cert.key_pem).unwrap();
+    (ca, tls)
+}
+
+/// A client certificate of `ca` naming `identity`, with `trusted` as the CA the relay's
+/// certificate is checked against.
+fn client_tls(trusted: &Ca, ca: &Ca, identity: Identity) -> ClientTls {
+    let made = ca.identity_certificate(identity, DAY).unwrap();
+    ClientTls::from_pem(trusted.pem(), &made.cert_pem, &made.key_pem).unwrap()
+}
+
+/// The identity a well-behaved peer presents with `authorization` on `path`: an
+/// agent's certificate names its credential's instance, the service's is the
+/// service's.
+fn identity_for(path: &str, authorization: Option<&str>) -> Identity {
+    if path != RELAY_AGENT_PATH {
+        return Identity::Service;
+    }
+    let instance = authorization
+        .and_then(|a| a.split_once(' '))
+        .and_then(|(_, jwt)| jwt.split('.').nth(1))
+        .and_then(|payload| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .ok()
+        })
+        .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+        .and_then(|claims| claims["instance"].as_str().and_then(|i| i.parse().ok()))
+        .unwrap_or_else(Uuid::new_v4);
+    Identity::Instance(instance)
 }
 
 impl TestRelay {
@@ -105,22 +148,40 @@ impl TestRelay {
 
     async fn start_with(adjust: impl FnOnce(&mut RelaySettings)) -> Self {
         let key = SigningKey::generate();
+        let (ca, tls) = test_ca();
         let mut settings =
-            RelaySettings::new("127.0.0.1:0".parse().unwrap(), key.public_pem.clone());
+            RelaySettings::new("127.0.0.1:0".parse().unwrap(), key.public_pem.clone(), tls);
         adjust(&mut settings);
         let relay = Relay::bind(settings).await.expect("bind the relay");
         let addr = relay.local_addr();
         let task = tokio::spawn(relay.run_until_stopped());
-        Self { addr, key, task }
+        Self {
+            addr,
+            key,
+            ca,
+            task,
+        }
     }
 
-    /// Open a WebSocket to `path`, with `Authorization: <authorization>` when given.
+    /// Open a WebSocket to `path`, with `Authorization: <authorization>` when given,
+    /// presenting the certificate a well-behaved peer would ([`identity_for`]).
     async fn connect(
         &self,
         path: &str,
         authorization: Option<&str>,
     ) -> Result<Peer, tokio_tungstenite::tungstenite::Error> {
-        let mut request = format!("ws://{}{path}", self.addr)
+        let tls = client_tls(&self.ca, &self.ca, identity_for(path, authorization));
+        self.connect_with(&tls, path, authorization).await
+    }
+
+    /// Open a WebSocket to `path` presenting `tls`'s certificate.
+    async fn connect_with(
+        &self,
+        tls: &ClientTls,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<Peer, tokio_tungstenite::tungstenite::Error> {
+        let mut request = format!("wss://{}{path}", self.addr)
             .into_client_request()
             .unwrap();
         if let Some(value) = authorization {
@@ -128,15 +189,27 @@ impl TestRelay {
                 .headers_mut()
                 .insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
         }
-        let (ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
-            .await
-            .expect("the relay answers the upgrade in time")?;
+        let (ws, _) =
+            tokio::time::timeout(DEADLINE, berth_tls::connect_websocket(request, tls, None))
+                .await
+                .expect("the relay answers the upgrade in time")?;
         Ok(Peer { ws })
     }
 
     /// The HTTP status the relay answers an upgrade with, when it refuses it.
     async fn refusal(&self, path: &str, authorization: Option<&str>) -> StatusCode {
-        match self.connect(path, authorization).await {
+        let tls = client_tls(&self.ca, &self.ca, identity_for(path, authorization));
+        self.refusal_with(&tls, path, authorization).await
+    }
+
+    /// The same, presenting `tls`'s certificate.
+    async fn refusal_with(
+        &self,
+        tls: &ClientTls,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> StatusCode {
+        match self.connect_with(tls, path, authorization).await {
             Ok(_) => panic!("the relay accepted a connection to {path} it should refuse"),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status(),
             Err(other) => panic!("expected an HTTP refusal, got {other}"),
@@ -150,7 +223,12 @@ impl TestRelay {
             .connect(RELAY_AGENT_PATH, Some(&format!("Bearer {token}")))
             .await
             .expect("an agent with a valid credential connects");
-        agent.send(&AgentToRelay::State { containers }).await;
+        agent
+            .send(&AgentToRelay::State {
+                containers,
+                session: None,
+            })
+            .await;
         agent
     }
 
@@ -176,7 +254,7 @@ impl Drop for TestRelay {
 
 /// One client connection, agent or service.
 struct Peer {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<berth_tls::ClientStream>,
 }
 
 impl Peer {
@@ -248,6 +326,7 @@ fn command_for(request: Uuid, instance: Uuid, command: Command) -> ServiceToRela
         instance,
         action: Some(Uuid::new_v4()),
         command,
+        token: format!("signed-{request}"),
     }
 }
 
@@ -326,6 +405,7 @@ async fn a_command_reaches_the_agent_of_its_instance_and_the_reply_returns_only_
             instance: a,
             action,
             command: Command::Inspect { container },
+            token: "the.service's.signature".to_owned(),
         })
         .await;
     assert_eq!(
@@ -333,7 +413,8 @@ async fn a_command_reaches_the_agent_of_its_instance_and_the_reply_returns_only_
         RelayToAgent::Command {
             request,
             action,
-            command: Command::Inspect { container }
+            command: Command::Inspect { container },
+            token: "the.service's.signature".to_owned(),
         }
     );
     let outcome = Outcome::Container(observed(container, RuntimeState::Running));
@@ -374,6 +455,119 @@ async fn an_agent_credential_is_refused_on_the_service_path_and_a_service_creden
             .await,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn an_agent_certificate_for_another_instance_is_refused_with_the_agents_own_credential() {
+    let relay = TestRelay::start().await;
+    let (mine, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let token = relay.key.agent_token(mine, 3600);
+    let auth = format!("Bearer {token}");
+    let others = client_tls(&relay.ca, &relay.ca, Identity::Instance(other));
+    assert_eq!(
+        relay
+            .refusal_with(&others, RELAY_AGENT_PATH, Some(&auth))
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    // With its own instance's certificate the same credential is admitted.
+    let own = client_tls(&relay.ca, &relay.ca, Identity::Instance(mine));
+    relay
+        .connect_with(&own, RELAY_AGENT_PATH, Some(&auth))
+        .await
+        .expect("the matching certificate and credential are admitted");
+}
+
+#[tokio::test]
+async fn the_services_certificate_is_refused_on_the_agent_path_and_an_agents_on_the_service_path() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let agent_auth = format!("Bearer {}", relay.key.agent_token(instance, 3600));
+    let service_auth = format!("Bearer {}", relay.key.service_token(3600));
+    let service_cert = client_tls(&relay.ca, &relay.ca, Identity::Service);
+    let agent_cert = client_tls(&relay.ca, &relay.ca, Identity::Instance(instance));
+    assert_eq!(
+        relay
+            .refusal_with(&service_cert, RELAY_AGENT_PATH, Some(&agent_auth))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "a service certificate with an agent credential"
+    );
+    assert_eq!(
+        relay
+            .refusal_with(&agent_cert, RELAY_SERVICE_PATH, Some(&service_auth))
+            .await,
+        StatusCode::UNAUTHORIZED,
+        "an agent certificate with the service credential"
+    );
+    // Each with its own kind of certificate is admitted.
+    relay
+        .connect_with(&agent_cert, RELAY_AGENT_PATH, Some(&agent_auth))
+        .await
+        .expect("an agent with its certificate");
+    relay
+        .connect_with(&service_cert, RELAY_SERVICE_PATH, Some(&service_auth))
+        .await
+        .expect("the service with its certificate");
+}
+
+#[tokio::test]
+async fn a_certificate_of_another_ca_is_refused_at_the_tls_handshake() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let auth = format!("Bearer {}", relay.key.agent_token(instance, 3600));
+    let other = Ca::generate("another CA", DAY).unwrap();
+    // The relay's certificate is trusted, the client's is not the deployment's.
+    let foreign = client_tls(&relay.ca, &other, Identity::Instance(instance));
+    match relay
+        .connect_with(&foreign, RELAY_AGENT_PATH, Some(&auth))
+        .await
+    {
+        Ok(_) => panic!("a certificate of another CA was admitted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            panic!(
+                "refused only at the upgrade ({}), not the handshake",
+                response.status()
+            )
+        }
+        Err(_) => {}
+    }
+    // And a client that trusts another CA does not accept the relay's certificate.
+    let wary = client_tls(&other, &relay.ca, Identity::Instance(instance));
+    let err = relay
+        .connect_with(&wary, RELAY_AGENT_PATH, Some(&auth))
+        .await
+        .err()
+        .expect("the relay's certificate is not trusted");
+    assert!(err.to_string().contains("TLS handshake"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plain_websocket_without_tls_is_refused() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let mut request = format!("ws://{}{RELAY_AGENT_PATH}", relay.addr)
+        .into_client_request()
+        .unwrap();
+    let auth = format!("Bearer {}", relay.key.agent_token(instance, 3600));
+    request
+        .headers_mut()
+        .insert(header::AUTHORIZATION, HeaderValue::from_str(&auth).unwrap());
+    let plain = tokio::time::timeout(DEADLINE, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the relay answers in time");
+    assert!(plain.is_err(), "a plain ws:// connection was upgraded");
+    // The dialer itself refuses a ws:// URL before connecting.
+    let tls = client_tls(&relay.ca, &relay.ca, Identity::Instance(instance));
+    let dialled =
+        berth_tls::connect_websocket(format!("ws://{}{RELAY_AGENT_PATH}", relay.addr), &tls, None)
+            .await;
+    let Err(err) = dialled else {
+        panic!("ws:// was dialled")
+    };
+    assert!(err.to_string().contains("wss://"), "{err}");
+    // The relay still serves TLS clients.
+    relay.agent(instance, Vec::new()).await;
 }
 
 #[tokio::test]
@@ -484,16 +678,19 @@ async fn agent_state_events_and_disconnection_reach_every_service() {
     let exited = ContainerEvent::Changed {
         container: observed(container, RuntimeState::Exited),
     };
+    let session = Uuid::new_v4();
     agent
         .send(&AgentToRelay::Event {
             seq: 1,
             event: exited.clone(),
+            session: Some(session),
         })
         .await;
     agent
         .send(&AgentToRelay::Event {
             seq: 2,
             event: ContainerEvent::Removed { uuid: container },
+            session: Some(session),
         })
         .await;
     agent.ws.close(None).await.unwrap();
@@ -503,7 +700,8 @@ async fn agent_state_events_and_disconnection_reach_every_service() {
             service.recv::<RelayToService>().await,
             RelayToService::AgentConnected {
                 instance,
-                containers: state.clone()
+                containers: state.clone(),
+                session: None,
             }
         );
         assert_eq!(
@@ -511,7 +709,8 @@ async fn agent_state_events_and_disconnection_reach_every_service() {
             RelayToService::Event {
                 instance,
                 seq: 1,
-                event: exited.clone()
+                event: exited.clone(),
+                session: Some(session),
             }
         );
         assert_eq!(
@@ -519,7 +718,8 @@ async fn agent_state_events_and_disconnection_reach_every_service() {
             RelayToService::Event {
                 instance,
                 seq: 2,
-                event: ContainerEvent::Removed { uuid: container }
+                event: ContainerEvent::Removed { uuid: container },
+                session: Some(session),
             }
         );
         assert_eq!(
@@ -558,13 +758,15 @@ async fn a_new_service_learns_the_connected_agents_and_each_agent_is_asked_to_re
     agent_a
         .send(&AgentToRelay::State {
             containers: state.clone(),
+            session: None,
         })
         .await;
     assert_eq!(
         late.recv::<RelayToService>().await,
         RelayToService::AgentConnected {
             instance: a,
-            containers: state
+            containers: state,
+            session: None,
         }
     );
 }
@@ -708,7 +910,8 @@ async fn a_client_over_the_connection_cap_waits_until_a_connection_closes() {
 
 #[tokio::test]
 async fn binding_with_a_key_that_is_not_a_pem_public_key_fails() {
-    let settings = RelaySettings::new("127.0.0.1:0".parse().unwrap(), "not a key");
+    let (_, tls) = test_ca();
+    let settings = RelaySettings::new("127.0.0.1:0".parse().unwrap(), "not a key", tls);
     let error = Relay::bind(settings)
         .await
         .err()
@@ -846,6 +1049,7 @@ async fn open_stream(service: &mut Peer, agent: &mut Peer, instance: Uuid) -> Uu
             instance,
             action,
             open: open.clone(),
+            token: format!("signed-stream-{stream}"),
         })
         .await;
     assert_eq!(
@@ -853,7 +1057,8 @@ async fn open_stream(service: &mut Peer, agent: &mut Peer, instance: Uuid) -> Uu
         RelayToAgent::StreamOpen {
             stream,
             action,
-            open
+            open,
+            token: format!("signed-stream-{stream}"),
         }
     );
     stream
@@ -965,6 +1170,7 @@ async fn a_stream_to_an_instance_without_an_agent_ends_unavailable_at_once() {
             instance,
             action: None,
             open: logs_open(Uuid::new_v4()),
+            token: String::new(),
         })
         .await;
     let message = unavailable_end(service.recv().await, stream);
@@ -1112,4 +1318,134 @@ async fn a_service_that_stops_reading_a_stream_is_closed_instead_of_growing_the_
     }
     assert!(cancelled, "the relay never gave up on the stalled service");
     assert_eq!(service.closed().await, Some(CloseCode::Again));
+}
+
+/// The relay carries the service's command tokens byte for byte: it cannot sign, so it
+/// must not touch them (the agent checks them against the command it receives).
+#[tokio::test]
+async fn command_and_stream_tokens_pass_through_the_relay_unchanged() {
+    let relay = TestRelay::start().await;
+    let instance = Uuid::new_v4();
+    let (mut service, mut agents) = service_and_agents(&relay, &[instance]).await;
+    let agent = &mut agents[0];
+    // A real ES256 JWS shape, with characters JSON must escape around it.
+    let token = format!(
+        "{}.{}.{}",
+        relay.key.service_token(60),
+        "\"quoted\"\\back/slash\u{e9}",
+        Uuid::new_v4()
+    );
+    let request = Uuid::new_v4();
+    service
+        .send(&ServiceToRelay::Command {
+            request,
+            instance,
+            action: None,
+            command: start(Uuid::new_v4()),
+            token: token.clone(),
+        })
+        .await;
+    match agent.recv::<RelayToAgent>().await {
+        RelayToAgent::Command {
+            request: got,
+            token: carried,
+            ..
+        } => {
+            assert_eq!(got, request);
+            assert_eq!(carried, token);
+        }
+        other => panic!("expected the command, got {other:?}"),
+    }
+    let stream = Uuid::new_v4();
+    service
+        .send(&ServiceToRelay::StreamOpen {
+            stream,
+            instance,
+            action: None,
+            open: logs_open(Uuid::new_v4()),
+            token: token.clone(),
+        })
+        .await;
+    match agent.recv::<RelayToAgent>().await {
+        RelayToAgent::StreamOpen {
+            stream: got,
+            token: carried,
+            ..
+        } => {
+            assert_eq!(got, stream);
+            assert_eq!(carried, token);
+        }
+        other => panic!("expected the stream open, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_ack_from_a_service_reaches_the_agent_of_its_instance_only() {
+    let relay = TestRelay::start().await;
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    let (mut service, mut agents) = service_and_agents(&relay, &[a, b]).await;
+    let session = Uuid::new_v4();
+    service
+        .send(&ServiceToRelay::Ack {
+            instance: b,
+            session,
+            seq: 7,
+        })
+        .await;
+    assert_eq!(
+        agents[1].recv::<RelayToAgent>().await,
+        RelayToAgent::Ack { session, seq: 7 }
+    );
+    // The other agent still gets its own traffic next, and no ack before it.
+    round_trip(&mut service, &mut agents[0], a).await;
+}
+
+/// A service connecting to a relay that already holds more agents than a connection's
+/// queue has room for still hears every agent's report, even when it reads nothing for
+/// a while: the relay asks the agents to resync only as fast as the service reads.
+#[tokio::test]
+async fn a_late_service_hears_every_agent_even_when_there_are_more_than_its_queue_holds() {
+    let relay = TestRelay::start().await;
+    // More than a connection's queue holds (256 messages, relay/src/router.rs).
+    let count = 800;
+    let mut instances = Vec::with_capacity(count);
+    let mut answering = tokio::task::JoinSet::new();
+    for _ in 0..count {
+        let instance = Uuid::new_v4();
+        instances.push(instance);
+        let mut agent = relay.agent(instance, Vec::new()).await;
+        // Each agent answers every resync with its (empty) state, as a real one does.
+        answering.spawn(async move {
+            loop {
+                match agent.recv::<RelayToAgent>().await {
+                    RelayToAgent::Resync => {
+                        agent
+                            .send(&AgentToRelay::State {
+                                containers: Vec::new(),
+                                session: None,
+                            })
+                            .await
+                    }
+                    other => panic!("expected only resyncs, got {other:?}"),
+                }
+            }
+        });
+    }
+
+    let (mut late, mut listed) = relay.service().await;
+    listed.sort();
+    instances.sort();
+    assert_eq!(listed, instances);
+    // Read nothing for a while: an unpaced resync would overflow the queue now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut heard = Vec::with_capacity(count);
+    while heard.len() < count {
+        match late.recv::<RelayToService>().await {
+            RelayToService::AgentConnected { instance, .. } => heard.push(instance),
+            other => panic!("expected the agents' reports, got {other:?}"),
+        }
+    }
+    heard.sort();
+    assert_eq!(heard, instances, "every agent was heard exactly once");
+    answering.abort_all();
 }

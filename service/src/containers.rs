@@ -60,6 +60,9 @@ pub struct NewContainer {
     /// Refuse the name when another container of the project has it (Docker's rule;
     /// Zun allows several).
     pub unique_name: bool,
+    /// Zun's `registry`: uuid or name of one of the project's registries, whose
+    /// credentials pull the image. Another project's is not found (404).
+    pub registry: Option<String>,
 }
 
 /// A container just recorded: its row, the host ports it reserved and its instance
@@ -126,8 +129,10 @@ pub async fn create(
             .privileges
             .as_ref()
             .map(|p| serde_json::to_string(p).expect("privileges serialise")),
+        registry_id: None,
     };
     let unique_name = new.unique_name;
+    let registry = new.registry;
     let ports = new.ports;
     let action = ActionRow {
         id: action_id.clone(),
@@ -165,6 +170,14 @@ pub async fn create(
             use diesel::Connection as _;
             let result = c.transaction::<_, CreateAbort, _>(|c| {
                 crate::db::quotas::lock_project(c, &project)?;
+                if let Some(key) = &registry {
+                    let rows = crate::db::zun::find_registries(c, &project, key)?;
+                    let found = crate::api::registries::pick(rows, key)
+                        .map_err(CreateAbort::Refused)?;
+                    row.image = crate::api::registries::image_in(&row.image, &found)
+                        .map_err(CreateAbort::Refused)?;
+                    row.registry_id = Some(found.id);
+                }
                 if unique_name {
                     if let Some(other) = name_holder(c, &project, &row.name)? {
                         return Err(CreateAbort::Refused(ApiError::Conflict(format!(
@@ -724,6 +737,470 @@ pub async fn logs(
         Ok(Outcome::Logs(text)) => Ok(text),
         Ok(other) => Err(ApiError::Internal(anyhow::anyhow!(
             "unexpected reply to logs: {other:?}"
+        ))),
+        Err(e) => Err(agent_error(e)),
+    }
+}
+
+/// Readings of a container's resource usage, as its agent's engine reports them.
+pub struct Stats {
+    output: crate::agents::StreamOutput,
+    /// Bytes received and not yet a whole line.
+    pending: Vec<u8>,
+    container: String,
+}
+
+/// Longest reading accepted (the engine's are a few KiB); more without a newline means
+/// the stream is not what the agent promised.
+const MAX_STATS_READING: usize = 1 << 20;
+
+impl Stats {
+    /// The next reading: Docker's stats JSON for the container, unchanged. `None` once
+    /// the stream is over (after the one reading of a snapshot, or when a followed
+    /// container stops).
+    pub async fn next(&mut self) -> Option<Result<serde_json::Value, ApiError>> {
+        use crate::agents::StreamEvent;
+        use berth_proto::StreamEnd;
+        loop {
+            if let Some(at) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=at).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(serde_json::from_slice(&line).map_err(|e| {
+                    ApiError::Internal(anyhow::anyhow!(
+                        "the agent sent a resource usage reading of container {} that is not JSON: {e}",
+                        self.container
+                    ))
+                }));
+            }
+            if self.pending.len() > MAX_STATS_READING {
+                self.pending.clear();
+                return Some(Err(ApiError::Internal(anyhow::anyhow!(
+                    "the agent sent a resource usage reading of container {} over {MAX_STATS_READING} bytes",
+                    self.container
+                ))));
+            }
+            match self.output.next().await? {
+                StreamEvent::Data(data) => self.pending.extend_from_slice(&data.data),
+                StreamEvent::End(StreamEnd::Failed { error }) => {
+                    return Some(Err(agent_error(error)))
+                }
+                StreamEvent::End(_) => {
+                    // A last reading without its newline still counts.
+                    let rest = std::mem::take(&mut self.pending);
+                    if rest.iter().all(u8::is_ascii_whitespace) {
+                        return None;
+                    }
+                    self.pending = rest;
+                    self.pending.push(b'\n');
+                }
+            }
+        }
+    }
+}
+
+/// A container's resource usage from its agent: one reading (`stream == false`) or a
+/// reading about every second until the container stops. The caller checks the
+/// container's status as its front door requires; a container that was never placed
+/// has no usage to read (409).
+pub async fn stats(state: &AppState, row: &ContainerRow, stream: bool) -> Result<Stats, ApiError> {
+    let instance = row
+        .instance_id
+        .as_deref()
+        .and_then(|i| Uuid::parse_str(i).ok())
+        .ok_or_else(|| {
+            ApiError::InvalidState(format!(
+                "Container {} was never placed; it has no resource usage to read.",
+                row.id
+            ))
+        })?;
+    let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
+    let open = berth_proto::StreamOpen::Stats { container, stream };
+    let stream = state
+        .agents
+        .open_stream(instance, None, open)
+        .await
+        .map_err(agent_error)?;
+    Ok(Stats {
+        output: stream.output,
+        pending: Vec::new(),
+        container: row.id.clone(),
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Operations on a running container's processes and files (Zun's execute, top,
+// resize, rename, rebuild, commit, get/put archive). The Zun routes are in
+// `api/container_ops.rs`, the WebSocket of attach and interactive exec in
+// `api/zun_ws.rs`.
+
+/// Largest output a non-interactive exec returns; the rest is cut (and said so).
+pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
+
+/// The instance and engine-side uuid of a placed container.
+pub fn placement_of(row: &ContainerRow) -> Result<(Uuid, Uuid), ApiError> {
+    let instance = row
+        .instance_id
+        .as_deref()
+        .and_then(|i| Uuid::parse_str(i).ok())
+        .ok_or_else(|| {
+            ApiError::InvalidState(format!(
+                "Container {} is not placed on an instance yet; wait until it is created.",
+                row.id
+            ))
+        })?;
+    let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
+    Ok((instance, container))
+}
+
+/// Runs `cmd` in a running container to the end and returns its output (stdout and
+/// stderr as they came, cut at [`MAX_EXEC_OUTPUT`]) and exit code.
+pub async fn exec_run(
+    state: &AppState,
+    row: &ContainerRow,
+    cmd: Vec<String>,
+) -> Result<(String, Option<i64>), ApiError> {
+    require_status(row, &[S::Running], "execute")?;
+    let (instance, container) = placement_of(row)?;
+    let open = berth_proto::StreamOpen::Exec {
+        container,
+        exec: berth_proto::ExecSpec {
+            cmd,
+            env: Vec::new(),
+            workdir: None,
+            user: None,
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: true,
+            console_size: None,
+        },
+    };
+    let crate::agents::AgentStream { input, mut output } = state
+        .agents
+        .open_stream(instance, None, open)
+        .await
+        .map_err(agent_error)?;
+    input.close_stdin().await;
+    let mut out = Vec::new();
+    let mut cut = false;
+    let code = loop {
+        match output.next().await {
+            Some(crate::agents::StreamEvent::Data(d)) => {
+                let room = MAX_EXEC_OUTPUT.saturating_sub(out.len());
+                cut |= d.data.len() > room;
+                out.extend_from_slice(&d.data[..d.data.len().min(room)]);
+            }
+            Some(crate::agents::StreamEvent::End(berth_proto::StreamEnd::Exited { code })) => {
+                break code
+            }
+            Some(crate::agents::StreamEvent::End(berth_proto::StreamEnd::Failed { error })) => {
+                return Err(agent_error(error))
+            }
+            Some(crate::agents::StreamEvent::End(berth_proto::StreamEnd::Finished)) | None => {
+                break None
+            }
+        }
+    };
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if cut {
+        text.push_str(&format!(
+            "\n[Berth: output cut at {} MiB]\n",
+            MAX_EXEC_OUTPUT >> 20
+        ));
+    }
+    tracing::info!(container.id = %row.id, exit_code = ?code, "exec ran");
+    Ok((text, code))
+}
+
+/// The container's processes (`ps` with `ps_args`).
+pub async fn top(
+    state: &AppState,
+    row: &ContainerRow,
+    ps_args: Option<String>,
+) -> Result<(Vec<String>, Vec<Vec<String>>), ApiError> {
+    require_status(row, &[S::Running], "top")?;
+    let (instance, container) = placement_of(row)?;
+    match state
+        .agents
+        .call(instance, None, Command::Top { container, ps_args })
+        .await
+    {
+        Ok(Outcome::Top { titles, processes }) => Ok((titles, processes)),
+        Ok(other) => Err(ApiError::Internal(anyhow::anyhow!(
+            "unexpected reply to top: {other:?}"
+        ))),
+        // `ps` refusing its arguments is the caller's mistake.
+        Err(e) if e.kind == AgentErrorKind::Runtime => Err(ApiError::BadRequest(format!(
+            "The processes of container {} could not be listed: {}. Check ps_args.",
+            row.id, e.message
+        ))),
+        Err(e) => Err(agent_error(e)),
+    }
+}
+
+/// Sets the TTY size of the container's main process.
+pub async fn resize_tty(
+    state: &AppState,
+    row: &ContainerRow,
+    height: u16,
+    width: u16,
+) -> Result<(), ApiError> {
+    require_status(row, &[S::Running], "resize")?;
+    if !row.tty {
+        return Err(ApiError::BadRequest(format!(
+            "Container {} has no TTY to resize; create it with tty (openstack appcontainer run --tty).",
+            row.id
+        )));
+    }
+    let (instance, container) = placement_of(row)?;
+    state
+        .agents
+        .call(
+            instance,
+            None,
+            Command::Resize {
+                container,
+                height,
+                width,
+            },
+        )
+        .await
+        .map_err(agent_error)?;
+    Ok(())
+}
+
+/// Zun's rename: the same name again is a conflict.
+pub async fn rename(
+    state: &AppState,
+    row: &ContainerRow,
+    name: ContainerName,
+) -> Result<ContainerRow, ApiError> {
+    if row.name == name.as_str() {
+        return Err(ApiError::Conflict(format!(
+            "The new name for the container is the same as the old name {}; choose another name.",
+            row.name
+        )));
+    }
+    update(
+        state,
+        row,
+        Update {
+            name: Some(name),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Rebuilds a container: removes its engine container and makes it again (same uuid,
+/// optionally from another image), started again when it was running. Recorded as a
+/// `rebuild` action, finished by the lifecycle's create. The row is in Creating
+/// (task `container_rebuilding`) before the engine container is removed, so the
+/// removal's event is not mistaken for a loss, and a crash half-way is resumed as a
+/// create by the reconciler.
+pub async fn rebuild(
+    state: &AppState,
+    ctx: &RequestContext,
+    row: &ContainerRow,
+    image: Option<ImageRef>,
+) -> Result<String, ApiError> {
+    const REBUILDING: &str = "container_rebuilding";
+    require_status(
+        row,
+        &[S::Created, S::Running, S::Stopped, S::Error],
+        "rebuild",
+    )?;
+    let (instance, container) = placement_of(row)?;
+    let run = ContainerStatus::from_db(&row.status) == S::Running;
+    let change = ContainerChange {
+        status: Some(S::Creating.as_str().into()),
+        status_reason: Some(None),
+        task_state: Some(Some(REBUILDING.into())),
+        ..Default::default()
+    };
+    let action = begin(state, ctx, row, "rebuild", change).await?;
+    let id = row.id.clone();
+    let image = image.map(|i| i.as_str().to_owned());
+    state
+        .db
+        .run(move |c| {
+            use db::schema::containers as t;
+            use diesel::prelude::*;
+            if let Some(image) = &image {
+                diesel::update(t::table.filter(t::id.eq(&id)))
+                    .set(t::image.eq(image))
+                    .execute(c)?;
+            }
+            diesel::update(t::table.filter(t::id.eq(&id)))
+                .set(t::run_requested.eq(run))
+                .execute(c)?;
+            Ok(())
+        })
+        .await?;
+    // Removed first: a create finds an existing container and keeps it.
+    if let Err(e) = state
+        .agents
+        .call(
+            instance,
+            Uuid::parse_str(&action).ok(),
+            Command::Remove {
+                container,
+                force: true,
+            },
+        )
+        .await
+    {
+        // Nothing was removed: the container is as it was.
+        let (id, aid, msg) = (row.id.clone(), action.clone(), e.message.clone());
+        let previous = row.status.clone();
+        state
+            .db
+            .run(move |c| {
+                q::finish_action(c, &aid, "error", Some(msg))?;
+                q::update(
+                    c,
+                    &id,
+                    ContainerChange {
+                        status: Some(previous),
+                        task_state: Some(None),
+                        ..Default::default()
+                    },
+                )
+            })
+            .await?;
+        return Err(agent_error(e));
+    }
+    let id = row.id.clone();
+    let cleared = ContainerChange {
+        status_detail: Some(None),
+        runtime_id: Some(None),
+        started_at: Some(None),
+        exit_code: Some(None),
+        finished_at: Some(None),
+        ..Default::default()
+    };
+    let updated = state
+        .db
+        .run(move |c| {
+            q::update(c, &id, cleared)?;
+            q::get(c, &id)
+        })
+        .await?;
+    if let Some(updated) = &updated {
+        state.watch.changed(updated);
+    }
+    tracing::info!(container.id = %row.id, run, "rebuild accepted");
+    state
+        .lifecycle
+        .spawn_create(row.id.clone(), Some(action.clone()));
+    Ok(action)
+}
+
+/// Makes an image on the container's instance from its filesystem. Recorded as a
+/// `commit` action; returns the action's id and the image's content id.
+pub async fn commit(
+    state: &AppState,
+    ctx: &RequestContext,
+    row: &ContainerRow,
+    repository: String,
+    tag: Option<String>,
+) -> Result<(String, String), ApiError> {
+    require_status(row, &[S::Running, S::Stopped, S::Paused], "commit")?;
+    let (instance, container) = placement_of(row)?;
+    let action = begin(state, ctx, row, "commit", ContainerChange::default()).await?;
+    let result = state
+        .agents
+        .call(
+            instance,
+            Uuid::parse_str(&action).ok(),
+            Command::Commit {
+                container,
+                repository: repository.clone(),
+                tag: tag.clone(),
+            },
+        )
+        .await;
+    let (outcome, message) = match &result {
+        Ok(Outcome::Committed { image_id }) => (
+            "success",
+            format!(
+                "{repository}:{} is image {image_id}",
+                tag.as_deref().unwrap_or("latest")
+            ),
+        ),
+        Ok(other) => ("error", format!("unexpected reply to commit: {other:?}")),
+        Err(e) => ("error", e.message.clone()),
+    };
+    let aid = action.clone();
+    state
+        .db
+        .run(move |c| q::finish_action(c, &aid, outcome, Some(message)))
+        .await?;
+    match result {
+        Ok(Outcome::Committed { image_id }) => {
+            tracing::info!(container.id = %row.id, image.id = %image_id, "container committed");
+            Ok((action, image_id))
+        }
+        Ok(other) => Err(ApiError::Internal(anyhow::anyhow!(
+            "unexpected reply to commit: {other:?}"
+        ))),
+        Err(e) => Err(agent_error(e)),
+    }
+}
+
+/// The statuses Zun copies files in and out of.
+const ARCHIVE_STATUSES: &[ContainerStatus] = &[S::Created, S::Paused, S::Running, S::Stopped];
+
+/// A tar archive of `path` in the container, and the path's stat.
+pub async fn get_archive(
+    state: &AppState,
+    row: &ContainerRow,
+    path: &str,
+) -> Result<(Vec<u8>, serde_json::Value), ApiError> {
+    require_status(row, ARCHIVE_STATUSES, "get_archive")?;
+    let (instance, container) = placement_of(row)?;
+    let cmd = Command::GetArchive {
+        container,
+        path: path.to_owned(),
+    };
+    match state.agents.call(instance, None, cmd).await {
+        Ok(Outcome::Archive { data, stat }) => Ok((data, stat)),
+        Ok(other) => Err(ApiError::Internal(anyhow::anyhow!(
+            "unexpected reply to get_archive: {other:?}"
+        ))),
+        // Zun answers a missing path with 400 (Invalid).
+        Err(e) if e.kind == AgentErrorKind::NotFound && e.message.contains(path) => {
+            Err(ApiError::BadRequest(e.message))
+        }
+        Err(e) => Err(agent_error(e)),
+    }
+}
+
+/// Extracts a tar archive into the directory `path` of the container.
+pub async fn put_archive(
+    state: &AppState,
+    row: &ContainerRow,
+    path: &str,
+    data: Vec<u8>,
+) -> Result<(), ApiError> {
+    require_status(row, ARCHIVE_STATUSES, "put_archive")?;
+    let (instance, container) = placement_of(row)?;
+    let cmd = Command::PutArchive {
+        container,
+        path: path.to_owned(),
+        data,
+    };
+    match state.agents.call(instance, None, cmd).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind == AgentErrorKind::NotFound && e.message.contains(path) => {
+            Err(ApiError::BadRequest(e.message))
+        }
+        // The engine refuses an archive it cannot read with a 400 (a runtime error here).
+        Err(e) if e.kind == AgentErrorKind::Runtime => Err(ApiError::BadRequest(format!(
+            "The archive could not be extracted into {path}: {}. Send a tar archive.",
+            e.message
         ))),
         Err(e) => Err(agent_error(e)),
     }

@@ -8,6 +8,12 @@
 //! The database keeps only the token's SHA-256; redeeming it is a conditional update, so
 //! a token works once even when two agents race with it.
 //!
+//! With the token the agent sends a CSR for a key it made itself; the answer carries,
+//! besides the credential, a TLS client certificate signed from it by the deployment's
+//! CA ([`crate::pki`]) naming the instance (`urn:berth:instance:<uuid>`), and the CA
+//! certificate the agent verifies the relay with. The relay requires both: the
+//! certificate's instance must be the credential's.
+//!
 //! Credentials are ES256 JWTs the relay checks offline, so they cannot be withdrawn one
 //! by one: they expire after [`CREDENTIAL_TTL`], and when an instance goes, [`revoke`]
 //! records it and tells the relay, which closes the agent's connection and refuses its
@@ -77,16 +83,23 @@ pub struct Enrollment {
     db: Db,
     credential_key: SigningKey,
     relay_url: String,
+    ca: std::sync::Arc<berth_tls::Ca>,
 }
 
 impl Enrollment {
-    /// Enrollment answering with credentials signed by `credential_key` and pointing
-    /// agents at `relay_url`.
-    pub fn new(db: Db, credential_key: SigningKey, relay_url: String) -> Self {
+    /// Enrollment answering with credentials signed by `credential_key`, client
+    /// certificates signed by `ca`, and pointing agents at `relay_url`.
+    pub fn new(
+        db: Db,
+        credential_key: SigningKey,
+        relay_url: String,
+        ca: std::sync::Arc<berth_tls::Ca>,
+    ) -> Self {
         Self {
             db,
             credential_key,
             relay_url,
+            ca,
         }
     }
 
@@ -108,12 +121,31 @@ async fn enroll(state: web::Data<Enrollment>, body: web::Bytes) -> HttpResponse 
             return refuse(
                 HttpResponse::BadRequest(),
                 format!(
-                    "the body must be JSON {{\"instance\": \"<uuid>\", \"token\": \"<enrollment token>\"}}: {e}"
+                    "the body must be JSON {{\"instance\": \"<uuid>\", \"token\": \"<enrollment token>\", \"csr\": \"<PEM certificate request>\"}}: {e}"
                 ),
             )
         }
     };
     let instance = request.instance;
+    // The certificate is signed before the token is spent, so a bad CSR costs the
+    // agent nothing: it may send a good one with the same token.
+    let certificate = match state.ca.sign_csr(
+        &request.csr,
+        berth_tls::Subject::Identity(berth_tls::Identity::Instance(instance)),
+        CREDENTIAL_TTL,
+    ) {
+        Ok(issued) => issued.pem,
+        Err(e @ berth_tls::IssueError::BadCsr(_)) => {
+            return refuse(HttpResponse::BadRequest(), e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(instance.id = %instance, error = %e, "could not sign an agent certificate");
+            return refuse(
+                HttpResponse::InternalServerError(),
+                "the service could not sign the agent's certificate".into(),
+            );
+        }
+    };
     let hash = digest(&request.token);
     let redeemed = state
         .db
@@ -139,6 +171,10 @@ async fn enroll(state: web::Data<Enrollment>, body: web::Bytes) -> HttpResponse 
             HttpResponse::Ok().json(EnrollResponse {
                 credential,
                 relay_url: state.relay_url.clone(),
+                // Commands are signed with the same key (see crate::command_signing).
+                command_key: state.credential_key.public_key_pem(),
+                certificate,
+                ca_certificate: state.ca.pem().to_owned(),
             })
         }
         Err(e) => {

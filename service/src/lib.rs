@@ -8,6 +8,7 @@
 
 pub mod agents;
 pub mod api;
+pub mod command_signing;
 pub mod containers;
 pub mod db;
 pub mod docker_api;
@@ -16,11 +17,13 @@ pub mod enrollment;
 pub mod identity;
 pub mod instances_monitor;
 pub mod lifecycle;
+pub mod pki;
 pub mod pods;
 pub mod policy;
 pub mod providers;
 pub mod reconciler;
 pub mod scheduler;
+pub mod secrets;
 pub mod settings;
 pub mod startup;
 pub mod state;

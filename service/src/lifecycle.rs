@@ -6,12 +6,21 @@
 //! Creates and deletes interrupted by a crash or an unreachable agent are resumed by
 //! the reconciler when the agent (re)connects: commands are idempotent, so resuming
 //! never makes a second container.
+//!
+//! A command that meets an unavailable agent (its relay died with the command in
+//! flight, or the agent is between relays) is sent again for a short while
+//! ([`RETRY_WINDOW`]) with the same action id, which the agent uses to answer a
+//! repeat with the outcome it recorded instead of acting twice; an agent moving to
+//! another relay is thus found there. After the window the container waits for the
+//! reconciler as above.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use berth_proto::{
-    AgentError, AgentErrorKind, Command, ContainerSpec, ObservedContainer, Outcome, RuntimeState,
+    AgentError, AgentErrorKind, Command, ContainerSpec, ObservedContainer, Outcome, Reply,
+    RuntimeState,
 };
 use uuid::Uuid;
 
@@ -27,6 +36,16 @@ use crate::watch::ContainerWatch;
 /// How the status reason of a container whose image could not be found begins.
 pub const IMAGE_NOT_FOUND: &str = "No such image: ";
 
+/// How long a command that found its agent unavailable is retried before the
+/// operation gives up (or waits for the agent's reconnection). Long enough for an
+/// agent to notice a dead relay and report through another (backoff starts at
+/// 200 ms; its read timeout is the long case, covered by the reconciler's resume).
+pub const RETRY_WINDOW: Duration = Duration::from_secs(20);
+
+/// First pause between retries; it doubles up to [`RETRY_PAUSE_MAX`].
+const RETRY_PAUSE_FIRST: Duration = Duration::from_millis(250);
+const RETRY_PAUSE_MAX: Duration = Duration::from_secs(4);
+
 /// Runs container operations in the background.
 #[derive(Clone)]
 pub struct Lifecycle {
@@ -35,6 +54,9 @@ pub struct Lifecycle {
     providers: Provisioner,
     watch: ContainerWatch,
     busy: Arc<Mutex<HashSet<String>>>,
+    /// Opens registry passwords for create commands; none: containers with a registry
+    /// fail their create with a reason.
+    registry_key: Option<crate::secrets::SecretKey>,
 }
 
 /// Releases a container's busy mark when an operation ends, however it ends.
@@ -71,7 +93,68 @@ impl Lifecycle {
             providers,
             watch,
             busy: Arc::default(),
+            registry_key: None,
         }
+    }
+
+    /// The same, opening registry passwords with `key` when a container's image is
+    /// pulled from a Zun registry.
+    pub fn with_registry_key(mut self, key: crate::secrets::SecretKey) -> Self {
+        self.registry_key = Some(key);
+        self
+    }
+
+    /// The pull credentials of the container's registry (Zun's `registry`), opened
+    /// only to go into the signed create command. A registry deleted since the create
+    /// was accepted gives none: the image may well be present already.
+    async fn registry_auth(
+        &self,
+        row: &ContainerRow,
+    ) -> Result<Result<Option<berth_proto::RegistryAuth>, String>, DbError> {
+        let Some(registry) = row.registry_id.clone() else {
+            return Ok(Ok(None));
+        };
+        let project = row.project_id.clone();
+        let key = registry.clone();
+        let found = self
+            .db
+            .run(move |c| crate::db::zun::find_registries(c, &project, &key))
+            .await?
+            .into_iter()
+            .find(|r| r.id == registry);
+        let Some(r) = found else {
+            tracing::warn!(container.id = %row.id, registry.id = %registry, "the container's registry was deleted; creating without its credentials");
+            return Ok(Ok(None));
+        };
+        // A registry whose domain changed since: its credentials are not sent to the
+        // image's (other) host.
+        if crate::api::registries::image_in(&row.image, &r)
+            .ok()
+            .as_deref()
+            != Some(&row.image)
+        {
+            tracing::warn!(container.id = %row.id, registry.id = %registry, "the container's image is not on its registry's domain any more; creating without its credentials");
+            return Ok(Ok(None));
+        }
+        let password = match (&r.password, &self.registry_key) {
+            (None, _) => None,
+            (Some(sealed), Some(k)) => match k.open(&r.id, sealed) {
+                Ok(p) => Some(p),
+                Err(e) => return Ok(Err(format!("registry {}: {e}", r.id))),
+            },
+            (Some(_), None) => {
+                return Ok(Err(format!(
+                    "registry {}: the service has no registry key to read its password",
+                    r.id
+                )))
+            }
+        };
+        Ok(Ok(Some(berth_proto::RegistryAuth {
+            username: r.username,
+            password,
+            server_address: Some(r.domain),
+            identity_token: None,
+        })))
     }
 
     /// Publishes the row of `id` as it is now (nothing when it is gone).
@@ -199,6 +282,34 @@ impl Lifecycle {
         });
     }
 
+    /// Sends `command` to the agent of `instance`, again and again with the same
+    /// action id while the agent is unavailable, for at most [`RETRY_WINDOW`]. The
+    /// last reply is returned: an `Unavailable` error names the relay or the reason.
+    async fn call(&self, instance: Uuid, action: Option<Uuid>, command: Command) -> Reply {
+        let started = tokio::time::Instant::now();
+        let mut pause = RETRY_PAUSE_FIRST;
+        loop {
+            let reply = self.agents.call(instance, action, command.clone()).await;
+            match &reply {
+                Err(e)
+                    if e.kind == AgentErrorKind::Unavailable
+                        && started.elapsed() + pause < RETRY_WINDOW =>
+                {
+                    tracing::info!(
+                        instance.id = %instance,
+                        action.id = action.map(tracing::field::display),
+                        command = command.name(),
+                        error = %e,
+                        "agent unavailable; sending the command again with the same action id"
+                    );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RETRY_PAUSE_MAX);
+                }
+                _ => return reply,
+            }
+        }
+    }
+
     async fn row(&self, id: &str) -> Result<Option<ContainerRow>, DbError> {
         let id = id.to_owned();
         self.db.run(move |c| q::get(c, &id)).await
@@ -227,10 +338,13 @@ impl Lifecycle {
         if !self.instance_ready(&row).await? {
             return Ok(());
         }
-        let spec = spec_from_row(&row);
+        let mut spec = spec_from_row(&row);
+        spec.registry_auth = match self.registry_auth(&row).await? {
+            Ok(auth) => auth,
+            Err(reason) => return self.fail(id, action, &reason).await,
+        };
         let action_uuid = action.and_then(|a| Uuid::parse_str(a).ok());
         let created = self
-            .agents
             .call(
                 instance,
                 action_uuid,
@@ -268,7 +382,6 @@ impl Lifecycle {
         }
         let container = Uuid::parse_str(id).expect("stored ids are uuids");
         match self
-            .agents
             .call(instance, action_uuid, Command::Start { container })
             .await
         {
@@ -377,7 +490,6 @@ impl Lifecycle {
             Operation::Unpause => Command::Unpause { container },
         };
         let reply = self
-            .agents
             .call(instance, Uuid::parse_str(action).ok(), command)
             .await;
         if let Ok(Outcome::Container(obs)) = &reply {
@@ -446,7 +558,6 @@ impl Lifecycle {
         let container = Uuid::parse_str(id).expect("stored ids are uuids");
         if stop_first {
             let stopped = self
-                .agents
                 .call(
                     instance,
                     None,
@@ -463,7 +574,6 @@ impl Lifecycle {
             }
         }
         match self
-            .agents
             .call(
                 instance,
                 None,
@@ -676,6 +786,8 @@ pub fn spec_from_row(row: &ContainerRow) -> ContainerSpec {
         // Tenant containers never get host mounts or host networking: only instance
         // providers build specs with infra options.
         infra: None,
+        // Filled in from the container's registry when the create command is built.
+        registry_auth: None,
     }
 }
 

@@ -28,6 +28,10 @@ struct Cli {
     /// Directory of the signing keys.
     #[arg(long, env = "BERTH_SERVICE_KEYS_DIR", global = true)]
     keys_dir: Option<PathBuf>,
+    /// PKI directory for the relay TLS ([tls] dir): the deployment's CA (made there if
+    /// missing); `pki init` makes one with the relay's certificate too.
+    #[arg(long, env = "BERTH_SERVICE_TLS_DIR", global = true)]
+    tls_dir: Option<PathBuf>,
     /// URL clients reach the API at.
     #[arg(long, env = "BERTH_SERVICE_PUBLIC_URL", global = true)]
     public_url: Option<String>,
@@ -114,9 +118,34 @@ enum Cmd {
         /// a token of the project brings the name Keystone has.
         #[arg(long, requires = "project_id")]
         project_name: Option<String>,
+        /// Directory to write the agent's TLS files into: ca.pem, agent-cert.pem and
+        /// agent-key.pem (mode 0600), a client certificate naming the instance. Their
+        /// paths are printed as ca_cert=, tls_cert= and tls_key=.
+        #[arg(long, value_name = "DIR")]
+        agent_tls_dir: PathBuf,
     },
+    /// The deployment's PKI (docs/TLS.md).
+    #[command(subcommand)]
+    Pki(PkiCmd),
     /// Print the public key relays verify credentials with.
     RelayKey,
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Make (or complete) a PKI directory: ca.pem and ca-key.pem (kept when present),
+    /// relay-cert.pem/relay-key.pem for the relay's names and
+    /// service-cert.pem/service-key.pem (both made afresh). Point the relay at it with
+    /// --tls-dir, the service with --tls-dir ([tls] dir).
+    Init {
+        /// The directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// A DNS name or IP address agents and services dial the relay at (repeat);
+        /// default: localhost and 127.0.0.1.
+        #[arg(long = "relay-name", value_name = "NAME")]
+        relay_names: Vec<String>,
+    },
 }
 
 fn settings(cli: &Cli) -> anyhow::Result<ServiceSettings> {
@@ -140,6 +169,14 @@ fn settings(cli: &Cli) -> anyhow::Result<ServiceSettings> {
         cli.keys_dir.as_ref().map(|p| p.display().to_string()),
     );
     set("public_url", cli.public_url.clone());
+    if let Some(dir) = &cli.tls_dir {
+        let section = table
+            .entry("tls")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .context("`tls` in the settings file must be a table ([tls])")?;
+        section.insert("dir".into(), toml::Value::String(dir.display().to_string()));
+    }
     let identity = [
         (
             "keystone_url",
@@ -245,6 +282,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    // Making a PKI directory needs no settings, database or relay.
+    if let Some(Cmd::Pki(PkiCmd::Init { dir, relay_names })) = &cli.command {
+        let names = if relay_names.is_empty() {
+            vec!["localhost".to_owned(), "127.0.0.1".to_owned()]
+        } else {
+            relay_names.clone()
+        };
+        berth_service::pki::init_dir(dir, &names)?;
+        println!("{}", dir.display());
+        return Ok(());
+    }
     let settings = settings(&cli)?;
     let external_keystone = settings.identity.keystone_url.clone();
     let app = Application::build(settings).await?;
@@ -274,6 +322,7 @@ async fn main() -> anyhow::Result<()> {
             address,
             project_id,
             project_name,
+            agent_tls_dir,
         } => {
             let project = match (project_id, &external_keystone) {
                 (Some(id), Some(_)) => {
@@ -312,9 +361,33 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
             let credential =
                 app.mint_agent_credential(id, Duration::from_secs(10 * 365 * 24 * 3600))?;
-            println!("instance={id}\ncredential={credential}");
+            // The key that signs commands, as one line of base64 (the PEM body): give it
+            // to the agent as BERTH_AGENT_SERVICE_KEY (it also takes the PEM).
+            let pem = app.credential_public_key_pem();
+            let service_key: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            println!("instance={id}\ncredential={credential}\nservice_key={service_key}");
+            // The agent's TLS: a client certificate naming the instance, and the CA
+            // that the relay's certificate chains to.
+            let made = app.pki().ca().identity_certificate(
+                berth_tls::Identity::Instance(id),
+                // As long as the credential printed above.
+                Duration::from_secs(10 * 365 * 24 * 3600),
+            )?;
+            let files = berth_tls::TlsFiles::in_dir(&agent_tls_dir, "agent");
+            std::fs::create_dir_all(&agent_tls_dir)
+                .with_context(|| format!("creating {}", agent_tls_dir.display()))?;
+            std::fs::write(&files.ca_cert, app.pki().ca_pem())
+                .with_context(|| format!("writing {}", files.ca_cert.display()))?;
+            berth_service::pki::write_pair(&files, &made.cert_pem, &made.key_pem)?;
+            println!(
+                "ca_cert={}\ntls_cert={}\ntls_key={}",
+                files.ca_cert.display(),
+                files.cert.display(),
+                files.key.display()
+            );
         }
         Cmd::RelayKey => print!("{}", app.credential_public_key_pem()),
+        Cmd::Pki(_) => unreachable!("handled before the settings are read"),
     }
     Ok(())
 }

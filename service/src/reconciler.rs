@@ -13,6 +13,15 @@
 //!   instances monitor marked lost `active` again when its agent reports again.
 //!
 //! Events between reports update single containers.
+//!
+//! Each relay's reports also keep `agent_links`, the relay each agent is connected to
+//! now, which is how commands find their way with several relays. Events carry the
+//! agent's session and a sequence number; an event at or below the last one applied
+//! for that session is a repeat (the agent re-sends what was not acknowledged after a
+//! reconnect) and is dropped. Each event is acknowledged, through the relay it came
+//! from, once recorded. The event is applied before its number is stored, so a crash
+//! in between applies it a second time after the re-send; events are observations,
+//! and applying one twice leaves the same row.
 
 use std::collections::HashMap;
 
@@ -20,53 +29,157 @@ use berth_proto::{ContainerEvent, ObservedContainer, RelayToService};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::agents::RelayNote;
 use crate::db::containers::{self as q, ContainerChange};
-use crate::db::{instances, monitor, DbError};
+use crate::db::{agent_links, instances, monitor, DbError};
 use crate::domain::ContainerStatus;
 use crate::lifecycle::{observation_change, port_rows};
 use crate::state::AppState;
 
-/// Runs until the relay connection's notification channel closes.
-pub async fn run(state: AppState, mut notes: mpsc::Receiver<RelayToService>) {
+/// Runs until the relay connections' notification channel closes.
+pub async fn run(state: AppState, mut notes: mpsc::Receiver<RelayNote>) {
     while let Some(note) = notes.recv().await {
-        if let Err(e) = handle(&state, note).await {
+        let result = match note {
+            RelayNote::Message { relay, message } => handle(&state, &relay, *message).await,
+            RelayNote::Lost { relay } => relay_lost(&state, &relay).await,
+        };
+        if let Err(e) = result {
             tracing::error!(error = %e, "could not record an agent report");
         }
     }
 }
 
-async fn handle(state: &AppState, note: RelayToService) -> Result<(), DbError> {
+/// Records one message from the relay at `relay`.
+pub async fn handle(state: &AppState, relay: &str, note: RelayToService) -> Result<(), DbError> {
     match note {
         RelayToService::AgentConnected {
             instance,
             containers,
+            session,
         } => {
+            let id = instance.to_string();
+            let relay_owned = relay.to_owned();
+            let linked = state
+                .db
+                .run(move |c| {
+                    if instances::get(c, &id)?.is_none() {
+                        return Ok(false);
+                    }
+                    let session = session.map(|s| s.to_string());
+                    agent_links::connected(c, &id, &relay_owned, session.as_deref())?;
+                    Ok(true)
+                })
+                .await?;
+            if linked {
+                tracing::info!(instance.id = %instance, relay.url = %relay, "agent connected through this relay");
+            }
             full_state(state, instance, containers).await?;
             // Capsules: deliver the specs and deletes the agent has not acknowledged.
             crate::pods::service::resume_instance(state, &instance.to_string()).await
         }
         RelayToService::AgentDisconnected { instance } => {
-            tracing::warn!(instance.id = %instance, "agent disconnected");
             let id = instance.to_string();
-            state
+            let relay_owned = relay.to_owned();
+            let gone = state
                 .db
-                .run(move |c| instances::set_agent_connected(c, &id, false))
-                .await
+                .run(move |c| {
+                    // Only when the link still names this relay: the agent may already
+                    // have reported through another one.
+                    let gone = agent_links::disconnected(c, &id, &relay_owned)?;
+                    if gone {
+                        instances::set_agent_connected(c, &id, false)?;
+                    }
+                    Ok(gone)
+                })
+                .await?;
+            if gone {
+                tracing::warn!(instance.id = %instance, relay.url = %relay, "agent disconnected");
+            } else {
+                tracing::info!(instance.id = %instance, relay.url = %relay, "agent left a relay it no longer uses");
+            }
+            Ok(())
         }
         RelayToService::Event {
             instance,
             event,
             seq,
+            session,
         } => {
-            tracing::debug!(instance.id = %instance, event.seq = seq, "agent event");
-            apply_event(state, instance, event).await
+            let Some(session) = session else {
+                tracing::debug!(instance.id = %instance, event.seq = seq, "agent event");
+                return apply_event(state, instance, event).await;
+            };
+            let applied = apply_once(&state.db, instance, session, seq, async {
+                apply_event(state, instance, event).await
+            })
+            .await?;
+            if !applied {
+                tracing::debug!(instance.id = %instance, event.session = %session, event.seq = seq, "dropping an agent event applied before");
+            }
+            state.agents.ack(relay, instance, session, seq).await;
+            Ok(())
         }
         RelayToService::Agents { instances } => {
-            tracing::info!(agents = instances.len(), "relay reports connected agents");
-            Ok(())
+            tracing::info!(relay.url = %relay, agents = instances.len(), "relay reports connected agents");
+            let present: Vec<String> = instances.iter().map(Uuid::to_string).collect();
+            let relay = relay.to_owned();
+            state
+                .db
+                .run(move |c| {
+                    for id in agent_links::relay_reports(c, &relay, &present)? {
+                        instances::set_agent_connected(c, &id, false)?;
+                    }
+                    Ok(())
+                })
+                .await
         }
         RelayToService::Reply { .. } | RelayToService::Stream { .. } => Ok(()),
     }
+}
+
+/// Runs `apply` for event `seq` of the agent session `session` of `instance` unless
+/// that event (or a later one of the session) was applied before, then records it as
+/// applied. Whether `apply` ran.
+async fn apply_once(
+    db: &crate::db::Db,
+    instance: Uuid,
+    session: Uuid,
+    seq: u64,
+    apply: impl std::future::Future<Output = Result<(), DbError>>,
+) -> Result<bool, DbError> {
+    let (id, session_text) = (instance.to_string(), session.to_string());
+    let repeat = db
+        .run(move |c| agent_links::already_applied(c, &id, &session_text, seq))
+        .await?;
+    if repeat {
+        return Ok(false);
+    }
+    tracing::debug!(instance.id = %instance, event.session = %session, event.seq = seq, "agent event");
+    apply.await?;
+    let (id, session_text) = (instance.to_string(), session.to_string());
+    db.run(move |c| agent_links::mark_applied(c, &id, &session_text, seq))
+        .await?;
+    Ok(true)
+}
+
+/// The connection to the relay at `relay` is gone: its agents are unreachable until
+/// they report again, through it or another relay.
+async fn relay_lost(state: &AppState, relay: &str) -> Result<(), DbError> {
+    let relay_owned = relay.to_owned();
+    let cut = state
+        .db
+        .run(move |c| {
+            let cut = agent_links::relay_reports(c, &relay_owned, &[])?;
+            for id in &cut {
+                instances::set_agent_connected(c, id, false)?;
+            }
+            Ok(cut)
+        })
+        .await?;
+    if !cut.is_empty() {
+        tracing::warn!(relay.url = %relay, agents = cut.len(), "lost the connection to a relay; its agents are unreachable until they reconnect");
+    }
+    Ok(())
 }
 
 /// What to do with one row after a full report.
@@ -273,5 +386,61 @@ async fn apply_event(
                 state.lifecycle.notify(&id).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn an_event_sent_again_after_a_reconnect_is_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("t.sqlite").display()
+        ))
+        .unwrap();
+        // SQLite has one pooled connection: without the foreign key to `instances`
+        // on it, no instance row is needed.
+        db.conn()
+            .unwrap()
+            .batch_execute("PRAGMA foreign_keys = OFF;")
+            .unwrap();
+        let (instance, session) = (Uuid::new_v4(), Uuid::new_v4());
+        let link = |relay: &'static str, session: Uuid| {
+            let id = instance.to_string();
+            db.run(move |c| agent_links::connected(c, &id, relay, Some(&session.to_string())))
+        };
+        link("ws://a", session).await.unwrap();
+
+        let applied = AtomicUsize::new(0);
+        let deliver = |session: Uuid, seq: u64| {
+            let applied = &applied;
+            apply_once(&db, instance, session, seq, async move {
+                applied.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            })
+        };
+        let mut ran = Vec::new();
+        for seq in [1, 2] {
+            ran.push(deliver(session, seq).await.unwrap());
+        }
+        // The relay died before the acks reached the agent: after its state, through
+        // the other relay, the agent sends 1 and 2 again, then 3.
+        link("ws://b", session).await.unwrap();
+        for seq in [1, 2, 3] {
+            ran.push(deliver(session, seq).await.unwrap());
+        }
+        assert_eq!(ran, vec![true, true, false, false, true]);
+        assert_eq!(applied.load(Ordering::SeqCst), 3);
+
+        // A restarted agent is a new session, numbered from 1 again.
+        let restarted = Uuid::new_v4();
+        link("ws://b", restarted).await.unwrap();
+        assert!(deliver(restarted, 1).await.unwrap());
+        assert_eq!(applied.load(Ordering::SeqCst), 4);
     }
 }

@@ -17,13 +17,19 @@ pub struct ServiceSettings {
     pub public_url: Option<String>,
     /// `sqlite://PATH` (or a path) or `postgres://...`.
     pub database_url: String,
-    /// The relay to reach agents through, e.g. `ws://127.0.0.1:9518`.
+    /// The relay to reach agents through, e.g. `ws://127.0.0.1:9518`, or several
+    /// separated by commas: the service connects to each, agents to any one (agents
+    /// get the same list at enrollment). See [`ServiceSettings::relay_urls`].
     pub relay_url: String,
     /// Directory holding the token and credential signing keys (made on first start).
     pub keys_dir: PathBuf,
     /// How long issued tokens stay valid.
     #[serde(default = "default_token_ttl", with = "secs")]
     pub token_ttl: Duration,
+    /// How long the signed token of each command sent to an agent stays valid
+    /// (seconds in the file; default 60). Agents allow 30 s of clock skew on top.
+    #[serde(default = "default_command_token_ttl", with = "secs")]
+    pub command_token_ttl: Duration,
     /// Region name shown in the catalog.
     #[serde(default = "default_region")]
     pub region: String,
@@ -56,6 +62,54 @@ pub struct ServiceSettings {
     /// The Docker-compatible endpoint's listeners (`[docker]`); both off by default.
     #[serde(default)]
     pub docker: DockerSettings,
+    /// The `[tls]` section: the deployment's CA and the service's certificate for the
+    /// mutually authenticated TLS to relays (required; see [`TlsSettings`]).
+    #[serde(default)]
+    pub tls: TlsSettings,
+    /// The `[docker_instances]` section, used when `instance_provider = "docker"`.
+    #[serde(default)]
+    pub docker_instances: DockerInstancesSettings,
+}
+
+/// The `[docker_instances]` section: how the `docker` provider makes instances — one
+/// berth-agent container per instance, made through a registered host instance's agent
+/// on that host's engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DockerInstancesSettings {
+    /// The registered host instance whose agent makes the agent containers (see
+    /// `berth-service register-host`). Required with `instance_provider = "docker"`.
+    pub host_instance: Option<uuid::Uuid>,
+    /// The host's address: instances publish their containers' ports there.
+    pub address: String,
+    /// The berth-agent image (`berth-agent:dev`, built by scripts/build-agent-image).
+    pub image: String,
+    /// The relay URL the agent containers dial (default: the service's `relay_url`).
+    /// With `network` set it must be an address reachable from that network.
+    pub relay_url: Option<String>,
+    /// Path of the engine's socket on the host, mounted into each agent container.
+    pub docker_socket: String,
+    /// A Docker network the agent containers join instead of the host's network
+    /// (None: host networking). On their own network they reach the relay and the
+    /// service only through it, so `docker network disconnect` partitions an agent.
+    pub network: Option<String>,
+    /// More labels on every agent container (e.g. `{ "berth.test" = "<run id>" }`,
+    /// so a test run's clean-up finds them); Berth's own labels win on a clash.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for DockerInstancesSettings {
+    fn default() -> Self {
+        DockerInstancesSettings {
+            host_instance: None,
+            address: "127.0.0.1".into(),
+            image: "berth-agent:dev".into(),
+            relay_url: None,
+            docker_socket: "/var/run/docker.sock".into(),
+            network: None,
+            labels: Default::default(),
+        }
+    }
 }
 
 /// The `[docker]` section: the Docker-compatible endpoint.
@@ -71,7 +125,9 @@ pub struct DockerSettings {
     pub listen: Option<SocketAddr>,
     /// TLS listener, e.g. `0.0.0.0:2376`.
     pub tls_listen: Option<SocketAddr>,
-    /// Where the generated CA (`ca.pem`, `ca-key.pem`) and server certificate live.
+    /// Where a CA of the endpoint's own (`ca.pem`, `ca-key.pem`) and its server
+    /// certificate are made and kept; unset (and no `ca_cert`…): the deployment's CA
+    /// (`[tls]`) signs the endpoint's certificates, one CA for the whole deployment.
     pub tls_dir: Option<PathBuf>,
     /// The deployment's CA certificate (PEM), which signs client certificates.
     pub ca_cert: Option<PathBuf>,
@@ -108,6 +164,29 @@ impl Default for DockerSettings {
     }
 }
 
+/// The `[tls]` section: relay connections are TLS with client certificates, all of
+/// one CA (docs/TLS.md).
+///
+/// Either `dir`, a PKI directory (`berth-service pki init --dir DIR` makes one; the CA
+/// is made there if missing), or the deployment's own `ca_cert` and `ca_key` (the
+/// service signs agents' client certificates at enrollment with them). The service's
+/// own client certificate (URI `urn:berth:service`) is `cert`/`key` when given, else
+/// made by the CA at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// A PKI directory: `ca.pem`, `ca-key.pem`, ….
+    pub dir: Option<PathBuf>,
+    /// The CA certificate (PEM): relays' certificates must chain to it.
+    pub ca_cert: Option<PathBuf>,
+    /// The CA's private key (PEM).
+    pub ca_key: Option<PathBuf>,
+    /// The service's client certificate chain (PEM), naming `urn:berth:service`.
+    pub cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key: Option<PathBuf>,
+}
+
 /// Which of the instances a container fits on it goes to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -140,6 +219,12 @@ pub struct PlacementSettings {
     pub instance_memory_mib: Option<i64>,
     /// Disk of instances made on demand, GB (None: what the provider says).
     pub instance_disk_gb: Option<i64>,
+    /// How long an active instance whose agent is disconnected still takes new
+    /// containers (they wait for the agent to come back): the service's
+    /// `agent_lost_after`, set at start-up, so a relay restart or a short partition
+    /// does not make the project a new instance.
+    #[serde(skip)]
+    pub agent_lost_after: Duration,
 }
 
 impl Default for PlacementSettings {
@@ -151,6 +236,7 @@ impl Default for PlacementSettings {
             instance_cpus: None,
             instance_memory_mib: None,
             instance_disk_gb: None,
+            agent_lost_after: DEFAULT_AGENT_LOST_AFTER,
         }
     }
 }
@@ -325,8 +411,27 @@ impl std::fmt::Debug for IdentitySettings {
     }
 }
 
+impl ServiceSettings {
+    /// Every relay named in `relay_url` (comma-separated), trimmed, in order.
+    pub fn relay_urls(&self) -> Vec<String> {
+        split_relay_urls(&self.relay_url)
+    }
+}
+
+/// The relays of a comma-separated list, trimmed, empty entries skipped.
+pub fn split_relay_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(|url| url.trim().trim_end_matches('/').to_owned())
+        .filter(|url| !url.is_empty())
+        .collect()
+}
+
 fn default_token_ttl() -> Duration {
     Duration::from_secs(3600)
+}
+
+fn default_command_token_ttl() -> Duration {
+    crate::command_signing::DEFAULT_COMMAND_TOKEN_TTL
 }
 
 fn default_region() -> String {

@@ -38,6 +38,8 @@ pub struct Application {
     port: u16,
     state: AppState,
     credential_key: SigningKey,
+    /// The deployment's CA and the service's relay TLS.
+    pki: crate::pki::Pki,
     docker_addr: Option<SocketAddr>,
     docker_tls_addr: Option<SocketAddr>,
     /// The Docker endpoint's accept loops, stopped with the application.
@@ -76,20 +78,47 @@ impl Application {
         // Until relays say otherwise, no agent is known to be connected.
         db.run(instances::mark_all_disconnected).await?;
 
+        // Relay connections are mutually authenticated TLS of the deployment's CA.
+        let pki = crate::pki::Pki::load(&settings.tls)
+            .context("setting up TLS for the relay connections ([tls])")?;
+        for url in settings.relay_urls() {
+            anyhow::ensure!(
+                url.trim().starts_with("wss://"),
+                "relay_url {url} must be wss://HOST:PORT: relays accept mutually authenticated TLS connections only (docs/TLS.md)"
+            );
+        }
         let service_credential = mint_service_credential(&credential_key)?;
-        let (agents, notes) = Agents::start(settings.relay_url.clone(), service_credential);
+        // Commands are signed with the credential key too: agents get its public half
+        // at enrollment, and the token's audience keeps the two uses apart.
+        let signer =
+            crate::command_signing::CommandSigner::new(&credential_key, settings.command_token_ttl);
+        let (agents, notes) = Agents::start(
+            settings.relay_urls(),
+            service_credential,
+            pki.client_tls().clone(),
+            signer,
+            Some(db.clone()),
+        );
         // Relays learn the deleted instances before any agent command goes out.
         crate::enrollment::load_revoked(&db, &agents).await?;
         let enrollment = crate::enrollment::Enrollment::new(
             db.clone(),
             credential_key.clone(),
             settings.relay_url.clone(),
+            pki.ca().clone(),
         );
         let providers = Provisioner::new(db.clone());
-        providers.set_placement(settings.placement.clone());
+        providers.set_placement(crate::settings::PlacementSettings {
+            agent_lost_after: settings.agent_lost_after,
+            ..settings.placement.clone()
+        });
         let watch = crate::watch::ContainerWatch::new();
+        let registry_key = crate::secrets::SecretKey::load_or_create(
+            &settings.keys_dir.join(crate::secrets::REGISTRY_KEY_FILE),
+        )?;
         let lifecycle =
-            Lifecycle::new(db.clone(), agents.clone(), providers.clone(), watch.clone());
+            Lifecycle::new(db.clone(), agents.clone(), providers.clone(), watch.clone())
+                .with_registry_key(registry_key.clone());
 
         let listener = TcpListener::bind(settings.listen)
             .with_context(|| format!("binding the API listener on {}", settings.listen))?;
@@ -108,7 +137,7 @@ impl Application {
             })
             .trim_end_matches('/')
             .to_owned();
-        let docker = DockerListeners::bind(&settings.docker, &public_url).await?;
+        let docker = DockerListeners::bind(&settings.docker, &public_url, pki.ca()).await?;
         let state = AppState {
             db,
             tokens: TokenSigner::new(token_key, settings.token_ttl),
@@ -121,6 +150,7 @@ impl Application {
             keystone,
             watch,
             docker_issuer: docker.issuer.clone(),
+            registry_key,
         };
         tokio::spawn(reconciler::run(state.clone(), notes));
         tokio::spawn(crate::instances_monitor::run(
@@ -134,12 +164,31 @@ impl Application {
         // Instances on demand from Nova, when configured (`instance_provider = "nova"`).
         match settings.instance_provider.as_deref() {
             None => {}
+            // Agent containers made through a registered host's agent
+            // (`[docker_instances]`), as `berth up` makes them.
+            Some(crate::providers::docker::NAME) => {
+                let options =
+                    DockerOptions::from_settings(&settings.docker_instances, &settings.relay_url)
+                        .context("starting the docker instance provider ([docker_instances])")?;
+                let provider = DockerProvider::new(
+                    state.agents.clone(),
+                    state.db.clone(),
+                    state.public_url.clone(),
+                    options,
+                    pki.ca_pem().to_owned(),
+                );
+                state
+                    .providers
+                    .enable(std::sync::Arc::new(provider))
+                    .await?;
+            }
             Some(crate::providers::nova::NAME) => {
                 let provider = crate::providers::nova::NovaProvider::connect(
                     settings.nova.clone(),
                     state.db.clone(),
                     &settings.relay_url,
                     &state.public_url,
+                    pki.ca_pem(),
                 )
                 .await
                 .context("starting the nova instance provider ([nova])")?;
@@ -149,7 +198,7 @@ impl Application {
                     .await?;
             }
             Some(other) => anyhow::bail!(
-                "unknown instance_provider '{other}': berth-service knows 'nova' (or leave it unset for registered hosts only)"
+                "unknown instance_provider '{other}': berth-service knows 'nova' and 'docker' (or leave it unset for registered hosts only)"
             ),
         }
         let app_state = web::Data::new(state.clone());
@@ -184,10 +233,17 @@ impl Application {
             port,
             state,
             credential_key,
+            pki,
             docker_addr,
             docker_tls_addr,
             _docker_tasks: docker_tasks,
         })
+    }
+
+    /// The deployment's CA (it signs agents' client certificates) and the service's
+    /// relay TLS.
+    pub fn pki(&self) -> &crate::pki::Pki {
+        &self.pki
     }
 
     /// The port the API listens on.
@@ -254,6 +310,7 @@ impl Application {
             self.state.db.clone(),
             self.state.public_url.clone(),
             options,
+            self.pki.ca_pem().to_owned(),
         );
         self.state
             .providers
@@ -278,7 +335,11 @@ struct DockerListeners {
 impl DockerListeners {
     /// Binds what `settings` asks for. A plain listener off loopback is refused: token
     /// headers would cross the network in clear.
-    async fn bind(settings: &DockerSettings, public_url: &str) -> anyhow::Result<DockerListeners> {
+    async fn bind(
+        settings: &DockerSettings,
+        public_url: &str,
+        ca: &Arc<berth_tls::Ca>,
+    ) -> anyhow::Result<DockerListeners> {
         let plain = match settings.listen {
             None => None,
             Some(addr) if !addr.ip().is_loopback() => anyhow::bail!(
@@ -313,7 +374,7 @@ impl DockerListeners {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let source = tls_source(settings, &host, bound.ip())?;
+        let source = tls_source(settings, &host, bound.ip(), ca)?;
         let (ca, config) = tokio::task::spawn_blocking(move || certs::load(&source))
             .await?
             .context("setting up the Docker endpoint's TLS certificates")?;
@@ -362,7 +423,12 @@ impl DockerListeners {
 
 /// Where the TLS listener's certificates come from: the deployment's four files, or
 /// a directory where they are made.
-fn tls_source(settings: &DockerSettings, host: &str, bound: IpAddr) -> anyhow::Result<TlsSource> {
+fn tls_source(
+    settings: &DockerSettings,
+    host: &str,
+    bound: IpAddr,
+    ca: &Arc<berth_tls::Ca>,
+) -> anyhow::Result<TlsSource> {
     let files = [
         &settings.ca_cert,
         &settings.ca_key,
@@ -382,11 +448,6 @@ fn tls_source(settings: &DockerSettings, host: &str, bound: IpAddr) -> anyhow::R
             server_key: server_key.clone(),
         });
     }
-    let Some(dir) = settings.tls_dir.clone() else {
-        anyhow::bail!(
-            "the Docker TLS listener needs certificates: set [docker] tls_dir (a CA is made there) or ca_cert, ca_key, server_cert and server_key"
-        );
-    };
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -396,7 +457,15 @@ fn tls_source(settings: &DockerSettings, host: &str, bound: IpAddr) -> anyhow::R
         names.push(bound.to_string());
     }
     names.extend(settings.server_names.iter().cloned());
-    Ok(TlsSource::Generated { dir, names })
+    // Without a directory of its own, the endpoint uses the deployment's CA ([tls]):
+    // one CA for the whole deployment.
+    Ok(match settings.tls_dir.clone() {
+        Some(dir) => TlsSource::Generated { dir, names },
+        None => TlsSource::Deployment {
+            ca: Arc::clone(ca),
+            names,
+        },
+    })
 }
 
 /// Aborts its tasks when dropped.

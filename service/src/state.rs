@@ -34,4 +34,6 @@ pub struct AppState {
     pub docker_issuer: Option<std::sync::Arc<crate::docker_api::certs::Issuer>>,
     /// Notices of container changes, for callers that wait for a state.
     pub watch: crate::watch::ContainerWatch,
+    /// Seals registry passwords at rest.
+    pub registry_key: crate::secrets::SecretKey,
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cluster;
 pub mod docker;
+pub mod external;
 
 /// The image the test set-up builds (`scripts/build-test-image`).
 pub const IMAGE: &str = "berth-test/busybox:latest";
@@ -239,16 +241,7 @@ impl Berth {
 
     /// Runs `osc` and expects success; returns stdout.
     pub fn osc_ok(&self, args: &[&str]) -> String {
-        let out = self.osc(args);
-        assert!(
-            out.status.success(),
-            "osc {args:?} failed ({}):\nstdout: {}\nstderr: {}\nberth log:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8(out.stdout).unwrap()
+        success_stdout(&format!("osc {args:?}"), self.osc(args), &self.log())
     }
 
     /// Runs `osc ... -f json` and parses the output.
@@ -429,6 +422,20 @@ pub fn docker_inspect(uuid: &str, format: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The stdout of a client run (`what`) that had to succeed; otherwise a panic with its
+/// output and `log` (the deployment's log, or the part of it that helps).
+pub fn success_stdout(what: &str, out: Output, log: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}\nberth log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log
+    );
+    String::from_utf8(out.stdout).expect("the client prints UTF-8")
 }
 
 /// A free TCP port on loopback (bound, then released).

@@ -89,14 +89,15 @@ mod tests {
         let container = Uuid::new_v4();
         let text = format!(
             r#"{{"type":"command","request":"{request}","action":null,
-                "command":{{"op":"start","container":"{container}"}}}}"#
+                "command":{{"op":"start","container":"{container}"}},"token":"t"}}"#
         );
         assert_eq!(
             decode(text.as_bytes()),
             Inbound::Message(RelayToAgent::Command {
                 request,
                 action: None,
-                command: Command::Start { container }
+                command: Command::Start { container },
+                token: "t".to_owned(),
             })
         );
     }

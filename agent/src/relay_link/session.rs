@@ -5,7 +5,7 @@
 //!  commands ─▶ one task each ────────────────┤
 //!  streams ─▶ one task each ─────────────────┼─▶ bounded queue ─▶ writer ─▶ relay
 //!  resync ─▶ snapshot task ──────────────────┘        (+ pings)
-//!  relay ─▶ reader (this task; 45 s without a frame ends the connection)
+//!  relay ─▶ reader (this task; 15 s without a frame ends the connection)
 //! ```
 //!
 //! Every outgoing message goes through one bounded queue to a single writer, so
@@ -17,33 +17,38 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
+use berth_proto::auth::CommandTokenKind;
 use berth_proto::{
     AgentError, AgentErrorKind, AgentToRelay, ContainerEvent, RelayToAgent, StreamEnd, StreamId,
     StreamMessage,
 };
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt as _, StreamExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::http::{header::AUTHORIZATION, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tracing::Instrument as _;
 
+use super::actions::Source;
 use super::framing::{self, Inbound};
+use super::outbox::Outbox;
+use super::verify::CommandGuard;
 use super::LinkSettings;
 use crate::runtime::Runtime;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Socket = berth_tls::WsClient;
 
-/// How often the agent pings the relay.
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// How long without any inbound frame (pongs included) before the connection is dead.
-pub(crate) const READ_IDLE_LIMIT: Duration = Duration::from_secs(45);
+/// How often the agent pings the relay (the relay pings the agent as often), so a
+/// silent peer (a partition, a host gone without closing TCP) is noticed within
+/// [`READ_IDLE_LIMIT`], well inside the 30 s a partition drill allows.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// How long without any inbound frame (pongs included) before the connection is dead:
+/// three ping intervals, so one or two delayed pongs are tolerated.
+pub(crate) const READ_IDLE_LIMIT: Duration = Duration::from_secs(15);
 /// How long one outgoing frame may take to be accepted before the connection is dead.
-const WRITE_LIMIT: Duration = Duration::from_secs(45);
+const WRITE_LIMIT: Duration = Duration::from_secs(15);
 /// How long the TCP connect and WebSocket handshake may take.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
 /// Outgoing messages queued for the writer before senders wait.
@@ -90,6 +95,8 @@ pub(crate) async fn run(
     link: &LinkSettings,
     runtime: &Runtime,
     commands: &Arc<Semaphore>,
+    outbox: &Arc<Mutex<Outbox>>,
+    guard: &Arc<CommandGuard>,
     established: &mut bool,
 ) -> anyhow::Result<()> {
     // Whatever happens below, dropping the set aborts this connection's tasks.
@@ -129,13 +136,34 @@ pub(crate) async fn run(
     // Dropped with this connection: every stream task then sees its inbound end and stops.
     let streams: Streams = Arc::default();
     tasks.spawn(write_loop(sink, out_rx));
-    // The state goes first: nothing else can be queued before it.
+    // The state goes first: nothing else can be queued before it. Then the events the
+    // service has not acknowledged, under their own numbers, so it can drop those it
+    // already applied; container events among them are superseded by this state.
+    let (session, resend) = {
+        let mut outbox = outbox.lock().expect("outbox lock");
+        (outbox.session(), outbox.resend_after_state())
+    };
+    let closed = || anyhow!("the relay connection closed before the state was sent");
     out_tx
         .send(AgentToRelay::State {
             containers: snapshot,
+            session: Some(session),
         })
         .await
-        .map_err(|_| anyhow!("the relay connection closed before the state was sent"))?;
+        .map_err(|_| closed())?;
+    if !resend.is_empty() {
+        tracing::info!(instance.id = %link.instance, events = resend.len(), "re-sending unacknowledged events");
+    }
+    for (seq, event) in resend {
+        out_tx
+            .send(AgentToRelay::Event {
+                seq,
+                event,
+                session: Some(session),
+            })
+            .await
+            .map_err(|_| closed())?;
+    }
     // Pods: every status right after the state, then each change (subscribed before
     // the statuses are read, so no change falls in between).
     let pods = runtime
@@ -148,6 +176,7 @@ pub(crate) async fn run(
         engine_rx,
         pods,
         Arc::clone(&resend_pods),
+        Arc::clone(outbox),
         out_tx.clone(),
     ));
 
@@ -166,10 +195,10 @@ pub(crate) async fn run(
                         return Ok(());
                     }
                     Some(Ok(Message::Text(text))) => {
-                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &streams, &out_tx, &resend_pods);
+                        dispatch(framing::decode(text.as_bytes()), runtime, commands, &streams, &out_tx, &resend_pods, outbox, guard);
                     }
                     Some(Ok(Message::Binary(bytes))) => {
-                        dispatch(framing::decode(&bytes), runtime, commands, &streams, &out_tx, &resend_pods);
+                        dispatch(framing::decode(&bytes), runtime, commands, &streams, &out_tx, &resend_pods, outbox, guard);
                     }
                     // Pings are answered by tungstenite; any frame proves the peer alive.
                     Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
@@ -200,7 +229,13 @@ async fn connect(link: &LinkSettings) -> anyhow::Result<Socket> {
     authorization.set_sensitive(true);
     request.headers_mut().insert(AUTHORIZATION, authorization);
 
-    match tokio::time::timeout(HANDSHAKE_LIMIT, tokio_tungstenite::connect_async(request)).await {
+    // TLS only: the relay's certificate must chain to the deployment's CA, and the
+    // agent presents its own, naming its instance.
+    let tls = link.tls.as_ref().ok_or_else(|| {
+        anyhow!("the agent has no TLS configuration (CA and certificate) to dial the relay with")
+    })?;
+    let dial = berth_tls::connect_websocket(request, tls, Some(websocket_config()));
+    match tokio::time::timeout(HANDSHAKE_LIMIT, dial).await {
         Err(_) => bail!(
             "the relay at {} did not complete the WebSocket handshake within {} s",
             link.url,
@@ -209,6 +244,22 @@ async fn connect(link: &LinkSettings) -> anyhow::Result<Socket> {
         Ok(Err(err)) => Err(anyhow!(describe_handshake_error(&err, link))),
         Ok(Ok((socket, _response))) => Ok(socket),
     }
+}
+
+/// Largest message (and frame) the agent reads from the relay: a command, or stdin on
+/// a stream. The relay itself refuses anything over 16 MiB; the margin is its envelope.
+const MAX_MESSAGE_SIZE: usize = 17 << 20;
+
+/// WebSocket limits for the relay connection: small buffers (an agent is mostly idle)
+/// and a cap on message and frame size, so a misbehaving relay cannot make the agent
+/// buffer without bound. An oversized message ends the connection with an error.
+fn websocket_config() -> tungstenite::protocol::WebSocketConfig {
+    tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(16 << 10)
+        .write_buffer_size(16 << 10)
+        .max_write_buffer_size(2 * MAX_MESSAGE_SIZE)
+        .max_message_size(Some(MAX_MESSAGE_SIZE))
+        .max_frame_size(Some(MAX_MESSAGE_SIZE))
 }
 
 /// A sentence for a failed handshake; refusals name what to check.
@@ -237,6 +288,9 @@ fn describe_handshake_error(err: &tungstenite::Error, link: &LinkSettings) -> St
 }
 
 /// Act on one inbound frame without blocking the reader.
+// The parts of one connection, each borrowed; a struct holding them would only move
+// the same list elsewhere.
+#[allow(clippy::too_many_arguments)]
 fn dispatch(
     inbound: Inbound,
     runtime: &Runtime,
@@ -244,12 +298,15 @@ fn dispatch(
     streams: &Streams,
     out_tx: &mpsc::Sender<AgentToRelay>,
     resend_pods: &Arc<tokio::sync::Notify>,
+    outbox: &Arc<Mutex<Outbox>>,
+    guard: &Arc<CommandGuard>,
 ) {
     match inbound {
         Inbound::Message(RelayToAgent::Command {
             request,
             action,
             command,
+            token,
         }) => {
             let span = tracing::info_span!(
                 "command",
@@ -259,6 +316,31 @@ fn dispatch(
                 container.id = crate::runtime::command_container(&command).map(tracing::field::display),
                 command = command.name(),
             );
+            // Nothing runs unless the service signed exactly this command for this
+            // instance, recently, and it was not seen before.
+            let digest = match guard.verifier.verify(
+                CommandTokenKind::Command,
+                request,
+                action,
+                &command,
+                &token,
+            ) {
+                Ok(verified) => verified.digest,
+                Err(error) => {
+                    let _guard = span.enter();
+                    tracing::warn!(error.kind = ?error.kind, error.message = %error.message, "command refused");
+                    let out_tx = out_tx.clone();
+                    tokio::spawn(async move {
+                        let _ = out_tx
+                            .send(AgentToRelay::Reply {
+                                request,
+                                reply: Err(error),
+                            })
+                            .await;
+                    });
+                    return;
+                }
+            };
             // `docker run` attaches, then starts: a start must not overtake an attach the
             // service asked for before it, or the first output would be lost.
             let attaches = match &command {
@@ -272,6 +354,7 @@ fn dispatch(
             let runtime = runtime.clone();
             let commands = Arc::clone(commands);
             let out_tx = out_tx.clone();
+            let guard = Arc::clone(guard);
             // Detached on purpose: a command already sent to the engine should finish
             // even if the connection drops; the service retries and finds its result.
             tokio::spawn(
@@ -280,11 +363,22 @@ fn dispatch(
                         // An attach that failed drops its sender: nothing to wait for.
                         let _ = attach.wait_for(|ready| *ready).await;
                     }
-                    let Ok(_permit) = commands.acquire_owned().await else {
-                        return;
+                    // A retry of an action that already ran (or is running) gets that
+                    // attempt's outcome: never a second container.
+                    let run = || async {
+                        let Ok(_permit) = commands.acquire_owned().await else {
+                            return Err(AgentError::new(
+                                AgentErrorKind::Unavailable,
+                                "the agent is shutting down; retry",
+                            ));
+                        };
+                        runtime.execute(command.clone()).await
                     };
-                    let reply = runtime.execute(command).await;
+                    let (reply, source) = guard.actions.run(action, &command, &digest, run).await;
                     match &reply {
+                        Ok(_) if source == Source::Recorded => {
+                            tracing::info!("command retried: answered with the outcome of the first attempt")
+                        }
                         Ok(_) => tracing::info!("command done"),
                         Err(error) => {
                             tracing::info!(error.kind = ?error.kind, error.message = %error.message, "command failed")
@@ -305,7 +399,34 @@ fn dispatch(
             stream,
             action,
             open,
-        }) => open_stream(stream, action, open, runtime, streams, out_tx),
+            token,
+        }) => {
+            match guard
+                .verifier
+                .verify(CommandTokenKind::StreamOpen, stream, action, &open, &token)
+            {
+                Ok(_) => open_stream(stream, action, open, runtime, streams, out_tx),
+                Err(error) => {
+                    tracing::warn!(
+                        stream.id = %stream,
+                        instance.id = %runtime.instance(),
+                        error.kind = ?error.kind,
+                        error.message = %error.message,
+                        "stream refused"
+                    );
+                    let out_tx = out_tx.clone();
+                    tokio::spawn(async move {
+                        let end = StreamMessage::End(StreamEnd::Failed { error });
+                        let _ = out_tx
+                            .send(AgentToRelay::Stream {
+                                stream,
+                                message: end,
+                            })
+                            .await;
+                    });
+                }
+            }
+        }
         Inbound::Message(RelayToAgent::Stream { stream, message }) => {
             let mut table = streams.lock().expect("streams lock");
             let table = &mut table.open;
@@ -321,14 +442,23 @@ fn dispatch(
                 table.remove(&stream);
             }
         }
+        Inbound::Message(RelayToAgent::Ack { session, seq }) => {
+            outbox.lock().expect("outbox lock").ack(session, seq);
+        }
         Inbound::Message(RelayToAgent::Resync) => {
             let runtime = runtime.clone();
             let out_tx = out_tx.clone();
             let resend_pods = Arc::clone(resend_pods);
+            let session = outbox.lock().expect("outbox lock").session();
             tokio::spawn(async move {
                 match runtime.observe_all().await {
                     Ok(containers) => {
-                        let _ = out_tx.send(AgentToRelay::State { containers }).await;
+                        let _ = out_tx
+                            .send(AgentToRelay::State {
+                                containers,
+                                session: Some(session),
+                            })
+                            .await;
                         resend_pods.notify_one();
                     }
                     Err(error) => tracing::warn!(
@@ -465,9 +595,9 @@ async fn event_loop(
         crate::pods::Kubelet,
     )>,
     resend_pods: Arc<tokio::sync::Notify>,
+    outbox: Arc<Mutex<Outbox>>,
     out_tx: mpsc::Sender<AgentToRelay>,
 ) -> anyhow::Result<()> {
-    let mut seq: u64 = 0;
     let (mut pod_rx, kubelet) = match pods {
         Some((rx, kubelet)) => (Some(rx), Some(kubelet)),
         None => (None, None),
@@ -523,7 +653,12 @@ async fn event_loop(
                 }
             }
         };
-        seq += 1;
+        // Numbered and kept until the service acknowledges it, so a connection lost
+        // before then sends it again.
+        let (session, seq) = {
+            let mut outbox = outbox.lock().expect("outbox lock");
+            (outbox.session(), outbox.push(event.clone()))
+        };
         let container = match &event {
             ContainerEvent::Changed { container } => container.uuid,
             ContainerEvent::Removed { uuid } => *uuid,
@@ -532,7 +667,11 @@ async fn event_loop(
         };
         tracing::debug!(instance.id = %runtime.instance(), container.id = %container, seq, "container event");
         if out_tx
-            .send(AgentToRelay::Event { seq, event })
+            .send(AgentToRelay::Event {
+                seq,
+                event,
+                session: Some(session),
+            })
             .await
             .is_err()
         {
@@ -580,9 +719,11 @@ mod tests {
 
     fn link() -> LinkSettings {
         LinkSettings {
-            url: "ws://relay.example:9518/v1/agent".to_owned(),
+            url: "wss://relay.example:9518/v1/agent".to_owned(),
+            urls: vec!["wss://relay.example:9518/v1/agent".to_owned()],
             credential: "secret-token".to_owned(),
             instance: Uuid::nil(),
+            tls: None,
         }
     }
 

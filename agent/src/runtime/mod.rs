@@ -6,11 +6,14 @@
 //! [`berth_proto::LABEL_INSTANCE`]; a container labelled for another instance is treated
 //! as absent, so an agent can only ever act for its own instance.
 
+mod archive;
 pub(crate) mod errors;
 mod events;
 mod images;
 pub(crate) mod observe;
+mod ops;
 pub(crate) mod spec;
+mod stats;
 pub(crate) mod streams;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -244,6 +247,17 @@ impl Runtime {
                 height,
                 width,
             } => self.resize(container, height, width).await,
+            Command::Commit {
+                container,
+                repository,
+                tag,
+            } => self.commit(container, &repository, tag.as_deref()).await,
+            Command::GetArchive { container, path } => self.get_archive(container, &path).await,
+            Command::PutArchive {
+                container,
+                path,
+                data,
+            } => self.put_archive(container, &path, data).await,
             Command::Images => self.images().await,
             Command::ImageInspect { reference } => self.image_inspect(&reference).await,
             Command::ImageRemove { reference, force } => self.image_remove(&reference, force).await,
@@ -403,7 +417,8 @@ impl Runtime {
             Err(err) => return Err(classify("inspect", container, self.instance, &err)),
         }
 
-        self.ensure_image(&spec.image).await?;
+        self.ensure_image_with(&spec.image, spec.registry_auth.as_ref())
+            .await?;
 
         let options = CreateContainerOptions {
             name: Some(name.clone()),
@@ -482,6 +497,16 @@ impl Runtime {
 
     /// Make sure `image` is present locally, pulling it when it is not.
     pub(crate) async fn ensure_image(&self, image: &str) -> Result<(), AgentError> {
+        self.ensure_image_with(image, None).await
+    }
+
+    /// Like [`Runtime::ensure_image`], pulling with `auth` (a private registry's
+    /// credentials, never logged) when the image is missing.
+    pub(crate) async fn ensure_image_with(
+        &self,
+        image: &str,
+        auth: Option<&berth_proto::RegistryAuth>,
+    ) -> Result<(), AgentError> {
         match self.docker.inspect_image(image).await {
             Ok(_) => return Ok(()),
             Err(err) if is_not_found(&err) => {}
@@ -506,13 +531,20 @@ impl Runtime {
             )
         };
         let reference = spec::pull_reference(image);
-        tracing::info!(instance.id = %self.instance, image = %reference, "pulling image");
+        tracing::info!(
+            instance.id = %self.instance,
+            image = %reference,
+            with_credentials = auth.is_some(),
+            "pulling image"
+        );
         let options = CreateImageOptions {
             from_image: Some(reference),
             ..Default::default()
         };
         let pull = async {
-            let mut progress = self.docker.create_image(Some(options), None, None);
+            let mut progress =
+                self.docker
+                    .create_image(Some(options), None, auth.map(images::credentials));
             while let Some(step) = progress.next().await {
                 step?;
             }
@@ -780,6 +812,9 @@ pub(crate) fn command_container(command: &Command) -> Option<Uuid> {
         | Command::Update { container, .. }
         | Command::Inspect { container }
         | Command::Top { container, .. }
+        | Command::Commit { container, .. }
+        | Command::GetArchive { container, .. }
+        | Command::PutArchive { container, .. }
         | Command::Resize { container, .. } => *container,
         Command::Images
         | Command::ImageInspect { .. }
@@ -892,6 +927,7 @@ mod tests {
             user: None,
             privileges: None,
             infra: None,
+            registry_auth: None,
         };
         assert_eq!(
             command_container(&Command::Create {

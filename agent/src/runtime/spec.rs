@@ -279,6 +279,7 @@ mod tests {
             user: None,
             privileges: None,
             infra: None,
+            registry_auth: None,
         }
     }
 

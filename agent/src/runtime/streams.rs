@@ -32,7 +32,7 @@ use super::images::credentials;
 use super::Runtime;
 
 /// The engine's output of one stream, as bytes on a channel.
-type Output = Pin<Box<dyn Stream<Item = Result<(Channel, Vec<u8>), AgentError>> + Send>>;
+pub(super) type Output = Pin<Box<dyn Stream<Item = Result<(Channel, Vec<u8>), AgentError>> + Send>>;
 /// The engine's stdin of one stream.
 type Input = Pin<Box<dyn AsyncWrite + Send>>;
 
@@ -184,6 +184,12 @@ impl Runtime {
                     finish: Finish::Finished,
                 })
             }
+            StreamOpen::Stats { container, stream } => Ok(Started {
+                output: self.stats_output(container, stream).await?,
+                input: None,
+                resize: Resizable::Nothing,
+                finish: Finish::Finished,
+            }),
             StreamOpen::Pull { image, auth } => Ok(Started {
                 output: self.pull_output(image, auth),
                 input: None,

@@ -35,7 +35,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/containers/{id}/pause", web::post().to(pause))
         .route("/containers/{id}/unpause", web::post().to(unpause))
         .route("/containers/{id}/logs", web::get().to(logs))
-        .route("/containers/{id}/container_actions", web::get().to(actions));
+        .route("/containers/{id}/container_actions", web::get().to(actions))
+        .route(
+            "/containers/{id}/container_actions/{request_id}",
+            web::get().to(super::actions::show),
+        );
 }
 
 /// The create body as Zun 1.40 defines it, plus Berth's `published_ports`.
@@ -179,13 +183,9 @@ impl TryFrom<CreateBody> for NewContainer {
                 "instances are private to the project; publish ports instead",
             ));
         }
-        if b.runtime.is_some()
-            || b.healthcheck.is_some()
-            || b.registry.is_some()
-            || b.host.is_some()
-        {
+        if b.runtime.is_some() || b.healthcheck.is_some() || b.host.is_some() {
             return Err(unsupported(
-                "runtime/healthcheck/registry/host",
+                "runtime/healthcheck/host",
                 "these options are not available yet",
             ));
         }
@@ -277,6 +277,8 @@ impl TryFrom<CreateBody> for NewContainer {
                 ..Privileges::default()
             }),
             unique_name: false,
+            // Looked up in the caller's project when the container is recorded.
+            registry: b.registry.filter(|r| !r.is_empty()),
         })
     }
 }
@@ -294,6 +296,10 @@ async fn create(
     let query = Params::parse(&req, b"")?;
     query.only(&["run"])?;
     let run = query.bool("run", false)?;
+    // Fields newer than the request's microversion are refused (400), as Zun does.
+    if let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) {
+        super::version::check_create_fields(super::version::of(&req), &fields)?;
+    }
     let parsed: CreateBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => {
             ApiError::BadRequest(format!("Invalid container: {e}"))
@@ -534,6 +540,13 @@ async fn delete(
         .enforce("container:delete", &ctx, &Target::own(&ctx))?;
     let p = Params::parse(&req, b"")?;
     p.only(&["force", "stop", "all_projects"])?;
+    let v = super::version::of(&req);
+    if p.get("force").is_some() {
+        super::version::require_param(v, "force", super::version::ApiVersion(1, 7))?;
+    }
+    if p.get("stop").is_some() {
+        super::version::require_param(v, "stop", super::version::ApiVersion(1, 12))?;
+    }
     let force = p.bool("force", false)?;
     let stop = p.bool("stop", false)?;
     let all_projects = p.bool("all_projects", false)?;

@@ -42,6 +42,9 @@ pub enum ApiError {
     /// A backend (database, agent) is unreachable; retrying may work → 503.
     #[error("{0}")]
     Unavailable(String),
+    /// A Zun feature Berth does not have (e.g. Neutron networks) → 501.
+    #[error("{0}")]
+    NotImplemented(String),
     /// A bug or an unexpected failure → 500, with an opaque body.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::NotAcceptable(_) => "microversion-unsupported",
             ApiError::UnsupportedMediaType(_) => "unsupported-media-type",
             ApiError::Unavailable(_) => "service-unavailable",
+            ApiError::NotImplemented(_) => "not-implemented",
             ApiError::Internal(_) => "",
         }
     }
@@ -94,6 +98,7 @@ impl ResponseError for ApiError {
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

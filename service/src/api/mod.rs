@@ -1,40 +1,91 @@
 //! The Zun-compatible REST API.
 
+pub mod actions;
+pub mod availability_zones;
 pub mod capsules;
+pub mod container_ops;
 pub mod containers;
 pub mod docker_credentials;
 pub mod error;
 pub mod hosts;
+pub mod images;
 pub mod instances;
+pub mod networks;
 pub mod params;
 pub mod quotas;
+pub mod registries;
+pub mod services;
+pub mod stats;
 pub mod version;
 pub mod views;
+pub mod zun_ws;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, HttpMessage, HttpResponse, ResponseError};
+use actix_web::middleware::{from_fn, Next, NormalizePath};
+use actix_web::{guard, web, HttpMessage, HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::state::AppState;
 use error::ApiError;
 use version::{ApiVersion, MAX, MIN};
 
-/// Registers `/`, `/v1` and everything under `/v1`.
+/// The first path segments of the resources under `/v1`, which Zun also serves without
+/// the `/v1` prefix (`/containers` is `/v1/containers`).
+const RESOURCES: &[&str] = &[
+    "containers",
+    "capsules",
+    "quotas",
+    "quota_classes",
+    "hosts",
+    "instances",
+    "docker",
+    "images",
+    "services",
+    "networks",
+    "availability_zones",
+    "registries",
+];
+
+/// Registers `/`, `/v1` and everything under `/v1`, and the same resources without the
+/// prefix, as Zun serves them. A trailing `/` is ignored (`/v1/containers/`).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(root)).service(
-        web::scope("/v1")
-            .wrap(from_fn(microversion))
-            .route("", web::get().to(v1))
-            .route("/", web::get().to(v1))
-            .configure(containers::configure)
-            .configure(capsules::configure)
-            .configure(quotas::configure)
-            .configure(hosts::configure)
-            .configure(instances::configure)
-            .configure(docker_credentials::configure),
-    );
+    cfg.route("/", web::get().to(root))
+        .service(
+            web::scope("/v1")
+                .wrap(from_fn(microversion))
+                .wrap(NormalizePath::trim())
+                .route("", web::get().to(v1))
+                .configure(resources),
+        )
+        .service(
+            web::scope("")
+                .guard(guard::fn_guard(|ctx| {
+                    let path = ctx.head().uri.path();
+                    let first = path.trim_start_matches('/').split('/').next();
+                    first.is_some_and(|f| RESOURCES.contains(&f))
+                }))
+                .wrap(from_fn(microversion))
+                .wrap(NormalizePath::trim())
+                .configure(resources),
+        );
+}
+
+/// The resources under `/v1`, relative to it.
+fn resources(cfg: &mut web::ServiceConfig) {
+    cfg.configure(container_ops::configure)
+        .configure(containers::configure)
+        .configure(capsules::configure)
+        .configure(quotas::configure)
+        .configure(hosts::configure)
+        .configure(instances::configure)
+        .configure(docker_credentials::configure)
+        .configure(networks::configure)
+        .configure(images::configure)
+        .configure(registries::configure)
+        .configure(services::configure)
+        .configure(availability_zones::configure)
+        .configure(stats::configure);
 }
 
 /// Negotiates the microversion and stamps the version headers on every `/v1` response.
@@ -97,11 +148,24 @@ async fn v1(state: web::Data<AppState>) -> HttpResponse {
             {"href": "https://docs.openstack.org/developer/zun/dev/api-spec-v1.html", "rel": "describedby", "type": "text/html"},
         ],
     });
-    // Only the resources Berth serves are listed.
-    doc["containers"] = json!([
-        {"href": format!("{base}/v1/containers/"), "rel": "self"},
-        {"href": format!("{base}/containers/"), "rel": "bookmark"},
-    ]);
+    // The resources Berth serves, as Zun lists them (`networks` is absent: Berth
+    // has no Neutron networks to create or delete).
+    for res in [
+        "services",
+        "containers",
+        "images",
+        "hosts",
+        "capsules",
+        "availability_zones",
+        "quotas",
+        "quota_classes",
+        "registries",
+    ] {
+        doc[res] = json!([
+            {"href": format!("{base}/v1/{res}/"), "rel": "self"},
+            {"href": format!("{base}/{res}/"), "rel": "bookmark"},
+        ]);
+    }
     HttpResponse::Ok().json(doc)
 }
 

@@ -1,6 +1,7 @@
 //! Zun microversions: `OpenStack-API-Version: container X.Y`.
 
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{HttpMessage, HttpRequest};
 
 use super::error::ApiError;
 
@@ -77,6 +78,93 @@ impl ApiVersion {
     }
 }
 
+/// The microversion negotiated for `req` (the minimum when no negotiation ran).
+pub fn of(req: &HttpRequest) -> ApiVersion {
+    req.extensions().get::<ApiVersion>().copied().unwrap_or(MIN)
+}
+
+/// Refuses a route that does not exist at the request's version, as Zun does (406):
+/// `since` is the first version with it, `until` the last (if it was removed).
+pub fn require_route(
+    req: &HttpRequest,
+    what: &str,
+    since: ApiVersion,
+    until: Option<ApiVersion>,
+) -> Result<ApiVersion, ApiError> {
+    let v = of(req);
+    if v < since {
+        return Err(ApiError::NotAcceptable(format!(
+            "Version {v} was requested but the requested API is not supported for this version: {what} needs API microversion {since} or later (send 'OpenStack-API-Version: container {since}')."
+        )));
+    }
+    if let Some(last) = until {
+        if v > last {
+            return Err(ApiError::NotAcceptable(format!(
+                "Version {v} was requested but the requested API is not supported for this version: {what} exists up to API microversion {last} only."
+            )));
+        }
+    }
+    Ok(v)
+}
+
+/// Refuses a parameter newer than the request's version (400, Zun's
+/// `InvalidParamInVersion`).
+pub fn require_param(v: ApiVersion, param: &str, since: ApiVersion) -> Result<(), ApiError> {
+    if v < since {
+        return Err(ApiError::BadRequest(format!(
+            "Invalid param {param} because current request version is {v}. {param} is only supported from version {since}"
+        )));
+    }
+    Ok(())
+}
+
+/// The container create fields that need a microversion newer than 1.1, as Zun checks
+/// them (`auto_remove`, `runtime`, `hostname`, `privileged`, `exposed_ports` whenever
+/// given; `mounts`, `healthcheck`, `registry` when not empty; `host` and `entrypoint`
+/// exist only in the 1.39 and 1.40 schemas).
+pub const CREATE_FIELDS: &[(&str, ApiVersion)] = &[
+    ("auto_remove", ApiVersion(1, 3)),
+    ("runtime", ApiVersion(1, 5)),
+    ("hostname", ApiVersion(1, 9)),
+    ("mounts", ApiVersion(1, 11)),
+    ("privileged", ApiVersion(1, 21)),
+    ("healthcheck", ApiVersion(1, 22)),
+    ("exposed_ports", ApiVersion(1, 24)),
+    ("registry", ApiVersion(1, 31)),
+    ("host", ApiVersion(1, 39)),
+    ("entrypoint", ApiVersion(1, 40)),
+];
+
+/// Checks a container create body's fields against the request's version.
+pub fn check_create_fields(
+    v: ApiVersion,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ApiError> {
+    use serde_json::Value;
+    for (field, since) in CREATE_FIELDS {
+        let given = match body.get(*field) {
+            None | Some(Value::Null) => false,
+            // Zun skips these checks for empty values.
+            Some(Value::Array(a)) if matches!(*field, "mounts") => !a.is_empty(),
+            Some(Value::Object(o)) if matches!(*field, "healthcheck") => !o.is_empty(),
+            Some(Value::String(s)) if matches!(*field, "registry" | "host") => !s.is_empty(),
+            Some(_) => true,
+        };
+        if given {
+            require_param(v, field, *since)?;
+        }
+    }
+    if v >= ApiVersion(1, 20)
+        && body.get("security_groups").is_some_and(|s| !s.is_null())
+        && body.get("exposed_ports").is_some_and(|s| !s.is_null())
+    {
+        return Err(ApiError::BadRequest(
+            "security_groups and exposed_ports cannot be given together: use one of them".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +200,21 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn create_fields_need_their_microversion() {
+        let body = |v: serde_json::Value| v.as_object().unwrap().clone();
+        let hostname = body(serde_json::json!({"image": "x", "hostname": "h"}));
+        assert!(matches!(
+            check_create_fields(ApiVersion(1, 8), &hostname),
+            Err(ApiError::BadRequest(m)) if m.contains("hostname is only supported from version 1.9")
+        ));
+        assert!(check_create_fields(ApiVersion(1, 9), &hostname).is_ok());
+        let empty_mounts = body(serde_json::json!({"image": "x", "mounts": []}));
+        assert!(check_create_fields(MIN, &empty_mounts).is_ok());
+        let entrypoint = body(serde_json::json!({"image": "x", "entrypoint": ["sh"]}));
+        assert!(check_create_fields(ApiVersion(1, 39), &entrypoint).is_err());
+        assert!(check_create_fields(MAX, &entrypoint).is_ok());
     }
 }

@@ -78,7 +78,7 @@ pub fn container(
         "security_groups": [],
         "healthcheck": {},
         "cpu_policy": "shared",
-        "registry_id": null,
+        "registry_id": row.registry_id,
         "instance_id": row.instance_id,
         "user_id": row.user_id,
         "project_id": row.project_id,

@@ -341,6 +341,7 @@ pub(crate) mod tests {
             run_user: None,
             docker_config: None,
             privileges: None,
+            registry_id: None,
         }
     }
 

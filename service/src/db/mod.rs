@@ -3,6 +3,7 @@
 //! Queries are written once against [`DbConnection`], a `MultiConnection` over both
 //! backends; only connection set-up and migrations differ per backend.
 
+pub mod agent_links;
 pub mod capsules;
 pub mod containers;
 pub mod docker_credentials;
@@ -13,6 +14,7 @@ pub mod models;
 pub mod monitor;
 pub mod quotas;
 pub mod schema;
+pub mod zun;
 
 use std::time::Duration;
 
@@ -38,13 +40,61 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/s
 pub enum DbError {
     /// A query failed.
     #[error(transparent)]
-    Query(#[from] diesel::result::Error),
-    /// No connection could be had from the pool in time.
+    Query(diesel::result::Error),
+    /// No connection could be had from the pool in time, or the connection was
+    /// dropped or refused (the server shut down, restarted or is unreachable): the
+    /// request may be retried shortly.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
     /// Migrations failed.
     #[error("database migration failed: {0}")]
     Migration(String),
+}
+
+impl From<diesel::result::Error> for DbError {
+    /// A query error, unless it only says the connection to the server is gone (then
+    /// the database is [`DbError::Unavailable`], not the query wrong).
+    fn from(e: diesel::result::Error) -> Self {
+        if is_connection_failure(&e) {
+            DbError::Unavailable(e.to_string())
+        } else {
+            DbError::Query(e)
+        }
+    }
+}
+
+/// Whether a diesel error reports a dropped, refused or closed connection rather than
+/// a problem with the query: diesel's `ClosedConnection`, and libpq's messages for a
+/// server that shut down (`57P01` admin shutdown, `57P02` crash shutdown, `57P03`
+/// cannot connect now) or a socket that broke mid-query.
+fn is_connection_failure(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    let Error::DatabaseError(kind, info) = e else {
+        return false;
+    };
+    if matches!(kind, DatabaseErrorKind::ClosedConnection) {
+        return true;
+    }
+    let message = info.message().to_ascii_lowercase();
+    [
+        "terminating connection due to administrator command",
+        "terminating connection because of crash of another server process",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "the database system is in recovery mode",
+        "server closed the connection unexpectedly",
+        "no connection to the server",
+        "connection refused",
+        "could not connect to server",
+        "connection to server",
+        "could not receive data from server",
+        "could not send data to server",
+        "ssl connection has been closed unexpectedly",
+        "broken pipe",
+        "connection reset by peer",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// Which backend a URL names.
@@ -203,4 +253,112 @@ pub fn is_unique_violation(e: &DbError) -> bool {
 /// The current time as stored in the database (UTC, naive).
 pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+    use diesel::result::{DatabaseErrorKind, Error};
+
+    fn db_error(kind: DatabaseErrorKind, message: &str) -> Error {
+        Error::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[test]
+    fn a_dropped_or_refused_connection_is_unavailable_and_a_bad_query_is_not() {
+        for e in [
+            db_error(DatabaseErrorKind::ClosedConnection, "connection closed"),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+            ),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused",
+            ),
+            db_error(DatabaseErrorKind::Unknown, "FATAL:  the database system is shutting down"),
+        ] {
+            assert!(
+                matches!(DbError::from(e), DbError::Unavailable(_)),
+                "a lost connection must be Unavailable"
+            );
+        }
+        for e in [
+            Error::NotFound,
+            db_error(DatabaseErrorKind::UniqueViolation, "duplicate key value"),
+            db_error(
+                DatabaseErrorKind::Unknown,
+                "syntax error at or near \"SELEC\"",
+            ),
+        ] {
+            assert!(
+                matches!(DbError::from(e), DbError::Query(_)),
+                "a query's own error stays a query error"
+            );
+        }
+    }
+
+    #[test]
+    fn both_front_doors_answer_a_lost_database_with_503_and_a_code() {
+        use actix_web::body::MessageBody;
+        use actix_web::ResponseError;
+        let lost = || {
+            DbError::from(db_error(
+                DatabaseErrorKind::Unknown,
+                "terminating connection due to administrator command",
+            ))
+        };
+        let zun = crate::api::error::ApiError::from(lost());
+        let resp = zun.error_response();
+        assert_eq!(resp.status().as_u16(), 503);
+        let body = resp.into_body().try_into_bytes().unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["errors"][0]["code"], "container.service-unavailable");
+        let detail = body["errors"][0]["detail"].as_str().unwrap();
+        assert!(detail.contains("retry shortly"), "{detail}");
+
+        // Docker's format is `{"message": ...}` with the status, built from these.
+        let docker = crate::docker_api::error::DockerError::from(lost());
+        assert_eq!(docker.status.as_u16(), 503);
+        assert!(
+            docker.message.contains("retry shortly"),
+            "{}",
+            docker.message
+        );
+    }
+
+    /// The real thing: a PostgreSQL backend terminated by the administrator (what a
+    /// server shutdown does to every connection) fails the next query as Unavailable.
+    #[test]
+    fn a_postgres_connection_terminated_by_the_server_is_unavailable() {
+        use diesel::{Connection, RunQueryDsl};
+        let url = std::env::var("BERTH_TEST_DATABASE_URL").expect(
+            "BERTH_TEST_DATABASE_URL is not set: run the tests with scripts/test, which starts PostgreSQL",
+        );
+        #[derive(diesel::QueryableByName)]
+        struct Pid {
+            #[diesel(sql_type = diesel::sql_types::Integer)]
+            pid: i32,
+        }
+        let mut victim = diesel::PgConnection::establish(&url).unwrap();
+        let pid = diesel::sql_query("SELECT pg_backend_pid() AS pid")
+            .get_result::<Pid>(&mut victim)
+            .unwrap()
+            .pid;
+        let mut admin = diesel::PgConnection::establish(&url).unwrap();
+        diesel::sql_query(format!("SELECT pg_terminate_backend({pid})"))
+            .execute(&mut admin)
+            .unwrap();
+        let err = diesel::sql_query("SELECT 1")
+            .execute(&mut victim)
+            .expect_err("the terminated connection cannot run a query");
+        match DbError::from(err) {
+            DbError::Unavailable(_) => {}
+            other => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
 }

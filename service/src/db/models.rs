@@ -121,6 +121,8 @@ pub struct ContainerRow {
     pub docker_config: Option<String>,
     /// JSON `berth_proto::Privileges` granted by policy at create; none: no host access.
     pub privileges: Option<String>,
+    /// Zun's `registry`: the uuid of the project's registry the image is pulled with.
+    pub registry_id: Option<String>,
 }
 
 /// A host port published by a container on its instance.

@@ -93,6 +93,7 @@ diesel::table! {
         run_user -> Nullable<Text>,
         docker_config -> Nullable<Text>,
         privileges -> Nullable<Text>,
+        registry_id -> Nullable<Text>,
     }
 }
 
@@ -218,3 +219,28 @@ diesel::table! {
 
 diesel::joinable!(capsule_ports -> capsules (capsule_id));
 diesel::allow_tables_to_appear_in_same_query!(capsules, capsule_ports, instances);
+
+diesel::table! {
+    container_action_events (action_id, event) {
+        action_id -> Text,
+        event -> Text,
+        start_time -> Timestamp,
+        finish_time -> Nullable<Timestamp>,
+        result -> Nullable<Text>,
+        traceback -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    registries (id) {
+        id -> Text,
+        project_id -> Text,
+        user_id -> Text,
+        name -> Text,
+        domain -> Text,
+        username -> Nullable<Text>,
+        password -> Nullable<Text>,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}

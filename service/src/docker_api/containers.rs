@@ -555,6 +555,7 @@ fn translate(body: &CreateBody, name: Option<&str>) -> Result<NewContainer, Dock
             .collect(),
     };
     Ok(NewContainer {
+        registry: None,
         name,
         image,
         command: body.cmd.clone().map(|w| w.0).unwrap_or_default(),

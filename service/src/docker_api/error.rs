@@ -75,6 +75,7 @@ impl From<ApiError> for DockerError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(err) => {
                 tracing::error!(error = %err, "internal error in the Docker endpoint");
                 return DockerError::new(

@@ -27,6 +27,7 @@ pub mod ids;
 pub mod images;
 pub mod router;
 pub mod server;
+pub mod stats;
 pub mod streams;
 pub mod system;
 

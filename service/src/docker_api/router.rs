@@ -11,8 +11,8 @@ use hyper::{Method, Request, StatusCode};
 
 use super::auth::Peer;
 use super::{
-    auth, containers, images, streams, system, ApiVersion, Call, Cx, DockerError, DockerShared,
-    Query, Response, API_VERSION, MIN_API_VERSION,
+    auth, containers, images, stats, streams, system, ApiVersion, Call, Cx, DockerError,
+    DockerShared, Query, Response, API_VERSION, MIN_API_VERSION,
 };
 
 /// Largest request body accepted (container create bodies are a few KiB).
@@ -139,6 +139,7 @@ async fn dispatch(cx: &Cx, call: Call) -> Result<Response, DockerError> {
         (&M::DELETE, ["containers", id]) => containers::remove(cx, id, call).await,
 
         (&M::GET, ["containers", id, "logs"]) => streams::logs(cx, id, call).await,
+        (&M::GET, ["containers", id, "stats"]) => stats::stats(cx, id, call).await,
         (&M::POST, ["containers", id, "attach"]) => streams::attach(cx, id, call).await,
         (&M::POST, ["containers", id, "resize"]) => streams::resize_container(cx, id, call).await,
         (&M::POST, ["containers", id, "exec"]) => streams::exec_create(cx, id, call).await,

@@ -6,6 +6,10 @@
 //! [`InfraOptions`] — the engine's socket bind-mounted and host networking, so the new
 //! agent reaches the relay on loopback and its containers publish ports on the host's
 //! address. Only this provider sets those options; tenant specs never carry them.
+//! With a `network` (berth-service's `[docker_instances] network`) the agent container
+//! joins that Docker network instead of the host's, and dials the relay and the service
+//! at addresses on it, so the fault drills can partition one agent
+//! (`docker network disconnect`).
 //!
 //! The agent container's Berth uuid is the instance's id, so a retried provision finds
 //! the container the first attempt made, and the host's reconciler knows it is not an
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use berth_proto::{
     AgentError, AgentErrorKind, BindMount, Command, ContainerSpec, InfraOptions, Outcome,
-    RuntimeState,
+    Privileges, RuntimeState,
 };
 use uuid::Uuid;
 
@@ -57,6 +61,40 @@ pub struct DockerOptions {
     pub relay_url: String,
     /// Path of the engine's socket on the host, mounted into each agent container.
     pub docker_socket: String,
+    /// A Docker network the agent containers join instead of the host's network
+    /// (None: host networking, as `berth up` runs them). `relay_url` and the service
+    /// URL must then be reachable from that network.
+    pub network: Option<String>,
+    /// More labels on each agent container (`[docker_instances] labels`); Berth's own
+    /// labels win on a clash.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl DockerOptions {
+    /// The options `berth-service` reads from its `[docker_instances]` section;
+    /// `relay_url` is the service's own, used when the section names none.
+    pub fn from_settings(
+        settings: &crate::settings::DockerInstancesSettings,
+        relay_url: &str,
+    ) -> anyhow::Result<DockerOptions> {
+        let Some(host_instance) = settings.host_instance else {
+            anyhow::bail!(
+                "instance_provider = \"docker\" needs [docker_instances] host_instance: the id of a registered host (berth-service register-host prints it) whose agent makes the agent containers"
+            );
+        };
+        Ok(DockerOptions {
+            host_instance,
+            address: settings.address.clone(),
+            image: settings.image.clone(),
+            relay_url: settings
+                .relay_url
+                .clone()
+                .unwrap_or_else(|| relay_url.to_owned()),
+            docker_socket: settings.docker_socket.clone(),
+            network: settings.network.clone().filter(|n| !n.is_empty()),
+            labels: settings.labels.clone(),
+        })
+    }
 }
 
 /// How long an agent container's enrollment token works: long enough for a slow image
@@ -74,18 +112,29 @@ pub struct DockerProvider {
     db: Db,
     service_url: String,
     options: DockerOptions,
+    /// The deployment's CA certificate (PEM): each agent verifies the relay with it.
+    ca_pem: String,
 }
 
 impl DockerProvider {
     /// A provider that sends commands through `agents` and gives each new agent a
     /// one-time enrollment token (recorded in `db`) to trade at `service_url` for its
     /// credential, as a Nova instance's agent does.
-    pub fn new(agents: Agents, db: Db, service_url: String, options: DockerOptions) -> Self {
+    /// Each agent gets the deployment's CA certificate `ca_pem` to verify the relay
+    /// with; its own client certificate comes with its enrollment.
+    pub fn new(
+        agents: Agents,
+        db: Db,
+        service_url: String,
+        options: DockerOptions,
+        ca_pem: String,
+    ) -> Self {
         Self {
             agents,
             db,
             service_url,
             options,
+            ca_pem,
         }
     }
 
@@ -121,7 +170,10 @@ impl DockerProvider {
                     "could not record the agent's enrollment token: {e}"
                 ))
             })?;
-        let spec = agent_spec(&self.options, &self.service_url, &instance, token);
+        let mut spec = agent_spec(&self.options, &self.service_url, &instance, token);
+        // Public: the CA certificate the agent verifies the relay with.
+        spec.environment
+            .insert("BERTH_AGENT_CA_CERT_PEM".to_owned(), self.ca_pem.clone());
         let host = self.options.host_instance;
         // An agent container from an earlier run knows an earlier relay address and
         // credential; a create would find it as it is, so it goes first.
@@ -293,7 +345,8 @@ pub fn agent_spec(
             "pause".to_owned(),
         ),
     ]);
-    let labels = BTreeMap::from([
+    let mut labels = options.labels.clone();
+    labels.extend([
         (LABEL_ROLE.to_owned(), ROLE_INSTANCE_AGENT.to_owned()),
         (LABEL_PROJECT.to_owned(), instance.project_id.clone()),
     ]);
@@ -317,15 +370,21 @@ pub fn agent_spec(
         auto_remove: false,
         stdin_once: false,
         user: None,
-        privileges: None,
+        // On a network of its own the agent container joins it by Docker's
+        // NetworkMode (the one field of the spec that names a network).
+        privileges: options.network.as_ref().map(|network| Privileges {
+            network_mode: Some(network.clone()),
+            ..Privileges::default()
+        }),
         infra: Some(InfraOptions {
             binds: vec![BindMount {
                 host_path: options.docker_socket.clone(),
                 container_path: SOCKET_IN_CONTAINER.into(),
                 read_only: false,
             }],
-            host_network: true,
+            host_network: options.network.is_none(),
         }),
+        registry_auth: None,
     }
 }
 
@@ -366,6 +425,8 @@ mod tests {
             image: DEFAULT_IMAGE.into(),
             relay_url: "ws://127.0.0.1:9518".into(),
             docker_socket: "/run/docker.sock".into(),
+            network: None,
+            labels: BTreeMap::from([("berth.test".to_owned(), "run".to_owned())]),
         };
         let instance = instance();
         let spec = agent_spec(&options, "http://127.0.0.1:9517", &instance, "tok".into());
@@ -386,5 +447,45 @@ mod tests {
         assert!(infra.host_network);
         assert_eq!(infra.binds[0].host_path, "/run/docker.sock");
         assert_eq!(infra.binds[0].container_path, "/var/run/docker.sock");
+        assert!(spec.privileges.is_none());
+        // The configured labels, and Berth's own.
+        assert_eq!(spec.labels["berth.test"], "run");
+        assert_eq!(spec.labels[LABEL_ROLE], ROLE_INSTANCE_AGENT);
+    }
+
+    #[test]
+    fn on_a_network_of_its_own_the_agent_container_leaves_the_host_network() {
+        let options = DockerOptions {
+            host_instance: Uuid::new_v4(),
+            address: "172.30.0.1".into(),
+            image: DEFAULT_IMAGE.into(),
+            relay_url: "ws://172.30.0.1:9518".into(),
+            docker_socket: "/run/docker.sock".into(),
+            network: Some("berth-agents".into()),
+            labels: BTreeMap::new(),
+        };
+        let spec = agent_spec(&options, "http://172.30.0.1:9517", &instance(), "t".into());
+        let infra = spec.infra.expect("the agent container is infrastructure");
+        assert!(!infra.host_network);
+        assert_eq!(infra.binds[0].host_path, "/run/docker.sock");
+        let privileges = spec.privileges.expect("the network is named");
+        assert_eq!(privileges.network_mode.as_deref(), Some("berth-agents"));
+        assert!(!privileges.privileged);
+        assert!(privileges.binds.is_empty());
+    }
+
+    #[test]
+    fn settings_need_a_host_instance_and_default_the_relay_url() {
+        let mut settings = crate::settings::DockerInstancesSettings::default();
+        let e = DockerOptions::from_settings(&settings, "ws://r:1").unwrap_err();
+        assert!(e.to_string().contains("host_instance"), "{e}");
+        settings.host_instance = Some(Uuid::new_v4());
+        settings.network = Some("net".into());
+        let o = DockerOptions::from_settings(&settings, "ws://r:1").unwrap();
+        assert_eq!(o.relay_url, "ws://r:1");
+        assert_eq!(o.network.as_deref(), Some("net"));
+        settings.relay_url = Some("ws://172.30.0.1:2".into());
+        let o = DockerOptions::from_settings(&settings, "ws://r:1").unwrap();
+        assert_eq!(o.relay_url, "ws://172.30.0.1:2");
     }
 }

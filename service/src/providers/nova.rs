@@ -6,8 +6,10 @@
 //! finds the server the first attempt booted, and release finds what to delete.
 //!
 //! Its cloud-init user_data writes `/etc/berth/agent.toml` (relay URL, instance id,
-//! the service URL and a one-time enrollment token) and starts the agent, which trades
-//! the token for its credential at `POST {service_url}/agents/enroll`.
+//! the service URL and a one-time enrollment token) and `/etc/berth/ca.pem` (the
+//! deployment's CA, which the relay's certificate must chain to), and starts the agent,
+//! which trades the token and a CSR for its credential and TLS client certificate at
+//! `POST {service_url}/agents/enroll`.
 //!
 //! Every failure (Nova refuses the create, the server goes to ERROR, it does not
 //! become ACTIVE in time) deletes what was made and waits until Nova no longer shows
@@ -40,6 +42,9 @@ pub const METADATA_INSTANCE: &str = "berth_instance";
 /// Where cloud-init writes the agent's configuration on the instance.
 pub const AGENT_CONFIG_PATH: &str = "/etc/berth/agent.toml";
 
+/// Where cloud-init writes the deployment's CA certificate on the instance.
+pub const CA_CERT_PATH: &str = "/etc/berth/ca.pem";
+
 /// How long a delete may take before it is reported as failed.
 const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -60,8 +65,13 @@ pub struct AgentBootstrap {
     pub service_url: String,
     /// The one-time token it trades for its credential.
     pub enrollment_token: String,
-    /// Where it keeps that credential.
+    /// Where it keeps that credential (and its TLS key and certificate).
     pub credential_file: String,
+    /// Where the CA certificate is ([`CA_CERT_PATH`]).
+    pub ca_cert: String,
+    /// The CA certificate (PEM), written to `ca_cert`; not a key of agent.toml.
+    #[serde(skip)]
+    pub ca_pem: String,
 }
 
 /// The `#cloud-config` user_data that configures and starts the agent (plain text;
@@ -75,6 +85,12 @@ pub fn user_data(bootstrap: &AgentBootstrap) -> String {
             // It holds the enrollment token.
             "permissions": "0600",
             "content": agent_toml,
+        }, {
+            "path": bootstrap.ca_cert,
+            "owner": "root:root",
+            // Public: the CA the relay's certificate is verified against.
+            "permissions": "0644",
+            "content": bootstrap.ca_pem,
         }],
         "runcmd": [
             ["mkdir", "-p", "/var/lib/berth"],
@@ -85,11 +101,8 @@ pub fn user_data(bootstrap: &AgentBootstrap) -> String {
         ],
     });
     let yaml = serde_yaml::to_string(&config).expect("JSON values are valid YAML");
-    // The relay and the agent speak plain ws:// today (ARCHITECTURE.md, "Not built
-    // yet"): once TLS lands, the relay's CA goes into a `ca_certs: trusted:` entry here
-    // and agent.toml names it.
     format!(
-        "#cloud-config\n# Written by Berth for instance {}.\n# ca_certs: reserved for the relay's CA when TLS lands (plain ws:// until then).\n{yaml}",
+        "#cloud-config\n# Written by Berth for instance {}.\n{yaml}",
         bootstrap.instance
     )
 }
@@ -103,6 +116,8 @@ pub struct NovaProvider {
     settings: NovaSettings,
     relay_url: String,
     service_url: String,
+    /// The deployment's CA certificate (PEM), for each agent to verify the relay.
+    ca_pem: String,
     shape: InstanceShape,
 }
 
@@ -139,6 +154,7 @@ impl NovaProvider {
         db: Db,
         relay_url: &str,
         service_url: &str,
+        ca_pem: &str,
     ) -> Result<NovaProvider, ProvisionError> {
         if settings.image.is_empty() || settings.flavor.is_empty() {
             return Err(ProvisionError(
@@ -169,6 +185,7 @@ impl NovaProvider {
             cloud,
             session,
             db,
+            ca_pem: ca_pem.to_owned(),
             relay_url: settings
                 .relay_url
                 .clone()
@@ -281,6 +298,8 @@ impl NovaProvider {
             service_url: self.service_url.clone(),
             enrollment_token: token,
             credential_file: self.settings.credential_file.clone(),
+            ca_cert: CA_CERT_PATH.to_owned(),
+            ca_pem: self.ca_pem.clone(),
         });
         let mut new = self
             .cloud
@@ -469,11 +488,13 @@ mod tests {
     #[test]
     fn user_data_writes_the_agent_configuration_and_starts_the_agent() {
         let b = AgentBootstrap {
-            relay_url: "ws://relay:9518".into(),
+            relay_url: "wss://relay:9518".into(),
             instance: "3f0c".into(),
             service_url: "http://api:9517".into(),
             enrollment_token: "tok\"en".into(),
             credential_file: "/var/lib/berth/agent-credential".into(),
+            ca_cert: CA_CERT_PATH.into(),
+            ca_pem: "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n".into(),
         };
         let text = user_data(&b);
         assert!(text.starts_with("#cloud-config\n"), "{text}");
@@ -482,7 +503,16 @@ mod tests {
         assert_eq!(file["path"].as_str(), Some(AGENT_CONFIG_PATH));
         assert_eq!(file["permissions"].as_str(), Some("0600"));
         let agent: toml::Table = file["content"].as_str().unwrap().parse().unwrap();
-        assert_eq!(agent["relay_url"].as_str(), Some("ws://relay:9518"));
+        assert_eq!(agent["relay_url"].as_str(), Some("wss://relay:9518"));
+        // The agent verifies the relay with the CA written beside its configuration.
+        assert_eq!(agent["ca_cert"].as_str(), Some(CA_CERT_PATH));
+        assert!(
+            agent.get("ca_pem").is_none(),
+            "the PEM is a file, not a key"
+        );
+        let ca = &doc["write_files"][1];
+        assert_eq!(ca["path"].as_str(), Some(CA_CERT_PATH));
+        assert_eq!(ca["content"].as_str(), Some(b.ca_pem.as_str()));
         assert_eq!(agent["instance"].as_str(), Some("3f0c"));
         assert_eq!(agent["service_url"].as_str(), Some("http://api:9517"));
         assert_eq!(agent["enrollment_token"].as_str(), Some("tok\"en"));

@@ -4,8 +4,10 @@
 //! candidates, so two projects' containers never share an instance. The database
 //! enforces the same (a container row naming another project's instance is refused).
 //!
-//! [`choose`] is the decision, a pure function over candidate rows: filters (instance
-//! active with its agent connected, or being made; free cpu, memory and disk against
+//! [`choose`] is the decision, a pure function over candidate rows (and the clock):
+//! filters (instance active with its agent connected or disconnected for less than
+//! `agent_lost_after` — a relay restart or a short partition must not make the project
+//! a new instance; the container waits for the agent — or being made; free cpu, memory and disk against
 //! the instance's capacity; the requested host ports free; availability zone), then a
 //! weigher (pack, the default, or spread). [`place`] reads the candidates and, when
 //! none fits, records a new instance through the [`Provisioner`] within the project's
@@ -106,7 +108,7 @@ pub enum Refusal {
 pub fn fits(c: &Candidate, ask: &Ask, p: &PlacementSettings) -> bool {
     let i = &c.instance;
     let usable = match i.status.as_str() {
-        instances::STATUS_ACTIVE => i.agent_connected,
+        instances::STATUS_ACTIVE => i.agent_connected || agent_away_briefly(i, p),
         instances::STATUS_BUILDING => true,
         _ => false,
     };
@@ -123,6 +125,16 @@ pub fn fits(c: &Candidate, ask: &Ask, p: &PlacementSettings) -> bool {
                 <= i.memory_mib as f64 * p.memory_allocation_ratio + EPS)
         && (i.disk_gb <= 0 || c.used.disk_gb + ask.disk_gb <= i.disk_gb)
         && !c.port_taken
+}
+
+/// Whether the agent of `i` (disconnected) went away less than `agent_lost_after` ago:
+/// the instances monitor does not yet hold it lost, and it most likely comes back (a
+/// relay restarted, the network blipped). Its instance still takes containers, which
+/// wait for the agent, rather than the project getting a new instance.
+fn agent_away_briefly(i: &InstanceRow, p: &PlacementSettings) -> bool {
+    let lost_after =
+        chrono::Duration::from_std(p.agent_lost_after).unwrap_or(chrono::Duration::MAX);
+    crate::db::now() - crate::db::monitor::away_since(i) < lost_after
 }
 
 /// How full an instance is, 0 (empty) to 1 (full): the fuller of cpu and, where known,
@@ -145,23 +157,31 @@ fn fullness(c: &Candidate, p: &PlacementSettings) -> f64 {
 
 /// The candidate `ask` goes to, by index, or `None` when it fits none.
 ///
-/// Of those it fits, an active instance comes before one being made (its container
-/// runs now rather than when the machine is up); then the weigher: pack takes the
+/// Of those it fits, an active instance with its agent connected comes first, then one
+/// whose agent is briefly away, then one being made (its container runs now rather
+/// than when the agent is back or the machine is up); then the weigher: pack takes the
 /// fullest (so fewer instances stay busy and idle ones are released), spread the
 /// emptiest; then the older instance, then the smaller id, so that the choice is
 /// deterministic.
 pub fn choose(candidates: &[Candidate], ask: &Ask, p: &PlacementSettings) -> Option<usize> {
-    let mut best: Option<(usize, (bool, f64, i64))> = None;
+    let mut best: Option<(usize, (u8, f64, i64))> = None;
     for (idx, c) in candidates.iter().enumerate() {
         if !fits(c, ask, p) {
             continue;
         }
-        let building = c.instance.status != instances::STATUS_ACTIVE;
+        let rank = match (
+            c.instance.status == instances::STATUS_ACTIVE,
+            c.instance.agent_connected,
+        ) {
+            (true, true) => 0,
+            (true, false) => 1,
+            (false, _) => 2,
+        };
         let full = fullness(c, p);
         // Smaller keys win: negate for pack.
         let key = match p.weigher {
-            Weigher::Pack => (building, -full, -c.used.containers),
-            Weigher::Spread => (building, full, c.used.containers),
+            Weigher::Pack => (rank, -full, -c.used.containers),
+            Weigher::Spread => (rank, full, c.used.containers),
         };
         let better = match &best {
             None => true,
@@ -490,6 +510,8 @@ mod tests {
         let p = settings(Weigher::Pack);
         let mut away = cand("a", STATUS_ACTIVE, 4.0, 1000, 500);
         away.instance.agent_connected = false;
+        // Away for longer than agent_lost_after: held lost.
+        away.instance.agent_seen_at = Some(crate::db::now() - chrono::Duration::seconds(3600));
         let error = cand("e", STATUS_ERROR, 4.0, 1000, 0);
         let building = cand("b", STATUS_BUILDING, 4.0, 1000, 900);
         let active = cand("c", STATUS_ACTIVE, 4.0, 1000, 0);
@@ -499,6 +521,36 @@ mod tests {
         // Without it, the container waits for the one being made.
         assert_eq!(choose(&cands[..3], &ask(100), &p), Some(2));
         assert_eq!(choose(&cands[..2], &ask(1), &p), None);
+    }
+
+    #[test]
+    fn an_instance_whose_agent_went_away_within_the_grace_still_takes_containers_after_connected_ones(
+    ) {
+        let p = PlacementSettings {
+            agent_lost_after: std::time::Duration::from_secs(120),
+            ..settings(Weigher::Pack)
+        };
+        // A relay just restarted: the agent disconnected 10 s ago.
+        let mut blip = cand("a", STATUS_ACTIVE, 4.0, 1000, 500);
+        blip.instance.agent_connected = false;
+        blip.instance.agent_seen_at = Some(crate::db::now() - chrono::Duration::seconds(10));
+        // It is the project's only instance: the container goes there (and waits for
+        // the agent) instead of the project getting a new instance.
+        assert_eq!(choose(std::slice::from_ref(&blip), &ask(100), &p), Some(0));
+        // Still never past its capacity.
+        assert_eq!(choose(std::slice::from_ref(&blip), &ask(600), &p), None);
+        // A connected instance is preferred, even an emptier one when packing; the
+        // briefly away one still comes before one being made.
+        let connected = cand("c", STATUS_ACTIVE, 4.0, 1000, 0);
+        let building = cand("b", STATUS_BUILDING, 4.0, 1000, 900);
+        let cands = vec![blip.clone(), building.clone(), connected];
+        assert_eq!(choose(&cands, &ask(100), &p), Some(2));
+        assert_eq!(choose(&cands[..2], &ask(100), &p), Some(0));
+        // Past the grace the monitor holds the agent lost: the instance takes nothing.
+        let mut lost = blip;
+        lost.instance.agent_seen_at = Some(crate::db::now() - chrono::Duration::seconds(121));
+        assert_eq!(choose(std::slice::from_ref(&lost), &ask(100), &p), None);
+        assert_eq!(choose(&[lost, building], &ask(100), &p), Some(1));
     }
 
     #[test]
