@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use support::{docker_lines, wait_for_opt, Berth, IMAGE};
+use support::{docker_lines, log_tail, wait_for_opt, Berth, IMAGE};
 
 /// Backoff for these tests: 0 (immediate), then 1.5 s doubling to 6 s.
 const BACKOFF_BASE_MS: u64 = 1500;
@@ -80,14 +80,9 @@ fn wait_capsule(b: &Berth, id: &str, what: &str, done: impl Fn(&Value) -> bool) 
         panic!(
             "capsule {id}: timed out waiting for {what}; last seen:\n{}\nberth log (tail):\n{}",
             serde_json::to_string_pretty(&last).unwrap(),
-            tail(&b.log(), 80)
+            log_tail(&b.log(), 80)
         )
     })
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 fn uuid(v: &Value) -> String {
@@ -213,7 +208,7 @@ fn two_containers_reach_each_other_on_localhost_and_share_an_empty_dir() {
         fetched.is_some(),
         "web never saw /www/fetched written by client; engine containers: {:?}\nlog:\n{}",
         engine_containers(&id),
-        tail(&b.log(), 60)
+        log_tail(&b.log(), 60)
     );
 
     // Both app containers join the infra container's network namespace.
@@ -382,7 +377,7 @@ fn restart_backoff_doubles_from_the_configured_base() {
         runs.len() >= 5,
         "only {} runs seen in 150 s: {runs:?}\nlog:\n{}",
         runs.len(),
-        tail(&b.log(), 60)
+        log_tail(&b.log(), 60)
     );
     assert!(
         saw_crash_loop,
@@ -873,7 +868,7 @@ fn every_sample_manifest_runs_through_osc() {
             out.status.success(),
             "{name}: {}\nlog:\n{}",
             String::from_utf8_lossy(&out.stderr),
-            tail(&b.log(), 60)
+            log_tail(&b.log(), 60)
         );
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         assert!(

@@ -82,23 +82,11 @@ fn wait_docker_status(docker: &DockerCli, id: &str, status: &str) -> Value {
     })
 }
 
-/// `osc container-show` as `user`, parsed.
-fn osc_show(berth: &Berth, user: &ProjectUser, ident: &str) -> Value {
-    let out = berth.osc_as(user, &["container-show", ident, "-f", "json"]);
-    assert!(
-        out.status.success(),
-        "osc container-show {ident}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Polls `osc container-show` until the status is `status` with no task running.
 fn wait_osc_status(berth: &Berth, user: &ProjectUser, ident: &str, status: &str) -> Value {
     let mut last = Value::Null;
     wait_for_opt(Duration::from_secs(60), || {
-        let v = osc_show(berth, user, ident);
+        let v = berth.osc_json_as(user, &["container-show", ident]);
         last = v.clone();
         (v["status"] == status && v["task_state"].is_null()).then_some(v)
     })

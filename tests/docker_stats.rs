@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -161,57 +159,14 @@ fn docker_stats_never_shows_another_projects_container() {
 // ---------------------------------------------------------------------------------
 // openstack appcontainer stats
 
-fn openstack_path() -> PathBuf {
-    let path = std::env::var("BERTH_TEST_OPENSTACK").unwrap_or_else(|_| {
-        panic!(
-            "BERTH_TEST_OPENSTACK is not set: run the tests with scripts/test, or set it to the \
-             `openstack` binary that scripts/python-clients prints"
-        )
-    });
-    PathBuf::from(path)
-}
-
-/// `openstack ARGS` as the admin of `berth up`'s clouds.yaml.
-fn openstack(b: &Berth, args: &[&str]) -> Output {
-    Command::new(openstack_path())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", b.data.path())
-        .env("PYTHONWARNINGS", "ignore")
-        .env("OS_CLIENT_CONFIG_FILE", b.data.path().join("clouds.yaml"))
-        .env("OS_CLOUD", "berth")
-        .output()
-        .expect("openstack runs")
-}
-
-fn openstack_json(b: &Berth, args: &[&str]) -> Value {
-    let out = openstack(b, args);
-    assert!(
-        out.status.success(),
-        "openstack {args:?} failed:\nstdout: {}\nstderr: {}\nberth log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        b.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "openstack {args:?}: not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
 #[test]
 fn openstack_appcontainer_stats_shows_zuns_summary_of_a_running_container() {
     let b = Berth::start();
-    let run = openstack_json(
-        &b,
+    let run = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "run",
-            "-f",
-            "json",
             "--name",
             "s1",
             "--memory",
@@ -224,13 +179,9 @@ fn openstack_appcontainer_stats_shows_zuns_summary_of_a_running_container() {
         ],
     );
     let uuid = run["uuid"].as_str().unwrap().to_owned();
-    let running = wait_for_opt(Duration::from_secs(90), || {
-        let v = openstack_json(&b, &["appcontainer", "show", "-f", "json", "s1"]);
-        (v["status"] == "Running" && v["task_state"].is_null()).then_some(v)
-    });
-    assert!(running.is_some(), "s1 never ran:\n{}", b.log());
+    b.appcontainer_settled(None, "s1", &["Running"], Duration::from_secs(90));
 
-    let stats = openstack_json(&b, &["appcontainer", "stats", "-f", "json", "s1"]);
+    let stats = b.openstack_json(None, &["appcontainer", "stats", "s1"]);
     assert_eq!(stats["CONTAINER"], "s1", "{stats}");
     assert_eq!(stats["MEM LIMIT(MiB)"], 96.0, "{stats}");
     for key in ["CPU %", "MEM USAGE(MiB)", "MEM %"] {
@@ -249,24 +200,20 @@ fn openstack_appcontainer_stats_shows_zuns_summary_of_a_running_container() {
     }
 
     // Zun allows stats only while Running: a stopped container is a 409.
-    let stopped = openstack(&b, &["appcontainer", "stop", "s1"]);
+    let stopped = b.openstack(None, &["appcontainer", "stop", "s1"]);
     assert!(stopped.status.success());
-    let off = wait_for_opt(Duration::from_secs(60), || {
-        let v = openstack_json(&b, &["appcontainer", "show", "-f", "json", "s1"]);
-        (v["status"] == "Stopped" && v["task_state"].is_null()).then_some(())
-    });
-    assert!(off.is_some(), "s1 never stopped:\n{}", b.log());
+    b.appcontainer_settled(None, "s1", &["Stopped"], Duration::from_secs(60));
     assert_eq!(
         docker_inspect(&uuid, "{{.State.Status}}").as_deref(),
         Some("exited")
     );
-    let refused = openstack(&b, &["appcontainer", "stats", "s1"]);
+    let refused = b.openstack(None, &["appcontainer", "stats", "s1"]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("Cannot stats container") && stderr.contains("Stopped"),
         "{stderr}"
     );
-    let deleted = openstack(&b, &["appcontainer", "delete", "s1"]);
+    let deleted = b.openstack(None, &["appcontainer", "delete", "s1"]);
     assert!(deleted.status.success());
 }

@@ -11,20 +11,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{docker_inspect, docker_lines, wait_for_opt, Berth, ProjectUser, IMAGE};
 
-fn osc_json_as(berth: &Berth, user: &ProjectUser, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-f", "json"]);
-    let out = berth.osc_as(user, &all);
-    assert!(
-        out.status.success(),
-        "osc {args:?} failed:\nstdout: {}\nstderr: {}\nberth log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        berth.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 /// Waits until `check` accepts the container's view.
 fn wait_container(
     berth: &Berth,
@@ -35,7 +21,7 @@ fn wait_container(
 ) -> Value {
     let mut last = Value::Null;
     wait_for_opt(Duration::from_secs(90), || {
-        let v = osc_json_as(berth, user, &["container-show", id]);
+        let v = berth.osc_json_as(user, &["container-show", id]);
         last = v.clone();
         check(&v).then_some(v)
     })
@@ -72,8 +58,7 @@ impl Drop for Leftovers {
 
 fn a_killed_instance_marks_its_containers_unknown_then_error_once_it_is_gone(berth: Berth) {
     let user = berth.project_user("failure-alpha", "alice", "member");
-    let created = osc_json_as(
-        &berth,
+    let created = berth.osc_json_as(
         &user,
         &[
             "container-create",
@@ -92,7 +77,7 @@ fn a_killed_instance_marks_its_containers_unknown_then_error_once_it_is_gone(ber
     wait_container(&berth, &user, &id, "Running", |v| {
         v["status"] == "Running" && v["task_state"].is_null()
     });
-    let instances = osc_json_as(&berth, &user, &["instance-list"]);
+    let instances = berth.osc_json_as(&user, &["instance-list"]);
     let instance = instances[0]["uuid"].as_str().unwrap().to_owned();
     let _leftovers = Leftovers(instance.clone());
     assert_eq!(

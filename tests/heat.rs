@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::external::{ExternalOptions, ExternalStack};
-use support::{docker_inspect, docker_lines, http, wait_for, IMAGE};
+use support::{docker_inspect, docker_lines, http, log_tail, wait_for, IMAGE};
 
 /// The Heat bed, from the variables `scripts/nova-bed start` exports.
 struct Bed {
@@ -243,7 +243,7 @@ impl Heat {
         found.unwrap_or_else(|| {
             panic!(
                 "stack {stack} is still in progress: {last}\nberth-service log (end):\n{}",
-                tail(&berth.log())
+                log_tail(&berth.log(), 40)
             )
         })
     }
@@ -264,11 +264,6 @@ impl Heat {
     }
 }
 
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
 fn assert_status(stack: &Value, want: &str, berth: &ExternalStack) {
     assert_eq!(
         stack["stack_status"],
@@ -276,7 +271,7 @@ fn assert_status(stack: &Value, want: &str, berth: &ExternalStack) {
         "{}: {}\nberth-service log (end):\n{}",
         stack["stack_name"],
         stack["stack_status_reason"],
-        tail(&berth.log())
+        log_tail(&berth.log(), 40)
     );
 }
 

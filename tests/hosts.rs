@@ -7,21 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{http, wait_for_opt, Berth, ProjectUser, IMAGE};
-
-fn osc_json_as(berth: &Berth, user: &ProjectUser, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-f", "json"]);
-    let out = berth.osc_as(user, &all);
-    assert!(
-        out.status.success(),
-        "osc {args:?} failed:\nstdout: {}\nstderr: {}\nberth log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        berth.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+use support::{http, wait_for_opt, Berth, IMAGE};
 
 fn get(berth: &Berth, token: &str, path: &str, version: &str) -> (u16, Value) {
     let r = http()
@@ -41,8 +27,7 @@ fn admins_see_every_host_with_its_owner_and_agent_and_members_see_only_their_pro
     let reader = berth.project_user("hosts-alpha", "rita", "reader");
     let bob = berth.project_user("hosts-beta", "bob", "member");
 
-    let created = osc_json_as(
-        &berth,
+    let created = berth.osc_json_as(
         &alice,
         &[
             "container-create",
@@ -61,13 +46,13 @@ fn admins_see_every_host_with_its_owner_and_agent_and_members_see_only_their_pro
     );
     let id = created["uuid"].as_str().unwrap().to_owned();
     wait_for_opt(Duration::from_secs(120), || {
-        let v = osc_json_as(&berth, &alice, &["container-show", &id]);
+        let v = berth.osc_json_as(&alice, &["container-show", &id]);
         (v["status"] == "Running").then_some(())
     })
     .unwrap_or_else(|| panic!("the container never ran\nberth log:\n{}", berth.log()));
 
     // A member sees the project's one instance, with its usage; so does a reader.
-    let mine = osc_json_as(&berth, &alice, &["instance-list"]);
+    let mine = berth.osc_json_as(&alice, &["instance-list"]);
     let mine = mine.as_array().unwrap().clone();
     assert_eq!(mine.len(), 1, "{mine:?}");
     let instance = mine[0]["uuid"].as_str().unwrap().to_owned();
@@ -78,11 +63,11 @@ fn admins_see_every_host_with_its_owner_and_agent_and_members_see_only_their_pro
     assert_eq!(mine[0]["total_containers"], 1);
     assert_eq!(mine[0]["cpu_used"], 0.5);
     assert_eq!(mine[0]["mem_used"], 64);
-    let as_reader = osc_json_as(&berth, &reader, &["instance-list"]);
+    let as_reader = berth.osc_json_as(&reader, &["instance-list"]);
     assert_eq!(as_reader.as_array().unwrap().len(), 1);
     assert_eq!(as_reader[0]["uuid"], instance.as_str());
     // Another project sees none of them: it has no instance of its own.
-    let theirs = osc_json_as(&berth, &bob, &["instance-list"]);
+    let theirs = berth.osc_json_as(&bob, &["instance-list"]);
     assert_eq!(theirs, Value::Array(vec![]), "beta sees alpha's instance");
     let table = berth.osc_as(&alice, &["instance-list", "-c", "uuid", "-c", "status"]);
     let table = String::from_utf8_lossy(&table.stdout);

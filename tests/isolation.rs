@@ -10,23 +10,8 @@ use std::time::Duration;
 use serde_json::Value;
 use support::{docker_inspect, docker_lines, wait_for, wait_for_opt, Berth, ProjectUser, IMAGE};
 
-fn osc_json_as(berth: &Berth, user: &ProjectUser, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-f", "json"]);
-    let out = berth.osc_as(user, &all);
-    assert!(
-        out.status.success(),
-        "osc {args:?} failed:\nstdout: {}\nstderr: {}\nberth log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        berth.log()
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 fn create(berth: &Berth, user: &ProjectUser, name: &str) -> String {
-    let v = osc_json_as(
-        berth,
+    let v = berth.osc_json_as(
         user,
         &[
             "container-create",
@@ -54,7 +39,7 @@ fn create(berth: &Berth, user: &ProjectUser, name: &str) -> String {
 fn wait_running(berth: &Berth, user: &ProjectUser, id: &str) -> Value {
     let mut last = Value::Null;
     wait_for_opt(Duration::from_secs(120), || {
-        let v = osc_json_as(berth, user, &["container-show", id]);
+        let v = berth.osc_json_as(user, &["container-show", id]);
         last = v.clone();
         (v["status"] == "Running" && v["task_state"].is_null()).then_some(v)
     })
@@ -154,9 +139,10 @@ fn each_project_gets_an_instance_of_its_own_and_never_sees_another_projects_cont
         berth.osc_as(&bob, &["container-show", "only-alpha"]),
         "beta showing alpha's container by name",
     );
-    let beta_web = osc_json_as(&berth, &bob, &["container-show", "web"]);
+    let beta_web = berth.osc_json_as(&bob, &["container-show", "web"]);
     assert_eq!(beta_web["uuid"], b1.as_str(), "beta's 'web' is its own");
-    let listed: Vec<String> = osc_json_as(&berth, &bob, &["container-list"])
+    let listed: Vec<String> = berth
+        .osc_json_as(&bob, &["container-list"])
         .as_array()
         .unwrap()
         .iter()
@@ -168,7 +154,7 @@ fn each_project_gets_an_instance_of_its_own_and_never_sees_another_projects_cont
         berth.osc_as(&alice, &["container-show", &b1]),
         "alpha showing beta's container by id",
     );
-    let alpha_list = osc_json_as(&berth, &alice, &["container-list"]);
+    let alpha_list = berth.osc_json_as(&alice, &["container-list"]);
     assert!(
         alpha_list
             .as_array()
@@ -181,8 +167,7 @@ fn each_project_gets_an_instance_of_its_own_and_never_sees_another_projects_cont
     // A port published by a container on beta's instance is reached on the host's
     // address, as on any instance.
     let port = support::free_port();
-    let site = osc_json_as(
-        &berth,
+    let site = berth.osc_json_as(
         &bob,
         &[
             "container-create",
@@ -244,7 +229,7 @@ fn each_project_gets_an_instance_of_its_own_and_never_sees_another_projects_cont
         "{}",
         refused.text().unwrap()
     );
-    let listed = osc_json_as(&berth, &bob, &["container-list"]);
+    let listed = berth.osc_json_as(&bob, &["container-list"]);
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 
     // When the deployment goes, so do the agent containers and their containers.
@@ -333,7 +318,7 @@ fn a_projects_instance_reconnects_after_berth_up_restarts_on_a_new_relay_port() 
         String::from_utf8_lossy(&out.stderr)
     );
     wait_for("the container to stop", Duration::from_secs(60), || {
-        let v = osc_json_as(&berth, &carol, &["container-show", &id]);
+        let v = berth.osc_json_as(&carol, &["container-show", &id]);
         (v["status"] == "Stopped" && v["task_state"].is_null()).then_some(())
     });
     assert_eq!(instance_label(&id), instance);

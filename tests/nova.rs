@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use support::{http, wait_for, wait_for_opt, IMAGE};
+use support::external::{bin, relay};
+use support::{http, run_ok, wait_for, wait_for_opt, IMAGE};
 
 const AGENT_IMAGE: &str = "berth-agent:dev";
 const ADMIN_PASSWORD: &str = "pw-nova";
@@ -150,16 +151,6 @@ struct Stack {
     agent_containers: Vec<String>,
 }
 
-fn bin(name: &str) -> std::path::PathBuf {
-    let p = support::osc_path().with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build with `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
-}
-
 impl Stack {
     /// `os` are the OS_* variables the service authenticates to Nova with.
     /// `boot_timeout` is `[nova] boot_timeout_secs`.
@@ -213,15 +204,7 @@ poll_interval_ms = 300
             cmd.env("BERTH_ADMIN_PASSWORD", ADMIN_PASSWORD);
             cmd
         };
-        let run = |args: &[&str]| {
-            let out = service(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "berth-service {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let run = |args: &[&str]| run_ok(&mut service(args), &format!("berth-service {args:?}"));
         // The deployment's CA and the relay's certificate (docs/TLS.md).
         run(&[
             "pki",
@@ -232,17 +215,15 @@ poll_interval_ms = 300
         run(&["bootstrap"]);
         std::fs::write(dir.path().join("relay.pem"), run(&["relay-key"])).unwrap();
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let mut procs = vec![Command::new(bin("berth-relay"))
-            .env("BERTH_RELAY_LISTEN", format!("127.0.0.1:{relay_port}"))
-            .env(
-                "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY",
-                dir.path().join("relay.pem"),
-            )
-            .env("BERTH_RELAY_TLS_DIR", dir.path().join("pki"))
-            .stdout(Stdio::null())
-            .stderr(log("relay.log"))
-            .spawn()
-            .unwrap()];
+        let mut procs = vec![relay(
+            relay_port,
+            &dir.path().join("pki"),
+            &dir.path().join("relay.pem"),
+        )
+        .stdout(Stdio::null())
+        .stderr(log("relay.log"))
+        .spawn()
+        .unwrap()];
         procs.push(
             service(&["serve"])
                 .stdout(Stdio::null())
@@ -280,14 +261,9 @@ poll_interval_ms = 300
     }
 
     fn osc_ok(&self, args: &[&str]) -> String {
-        let out = self.osc(args);
-        assert!(
-            out.status.success(),
-            "osc {args:?}: {}\n--- service log:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        support::success_stdout(&format!("osc {args:?}"), self.osc(args), &self.log())
+            .trim()
+            .to_owned()
     }
 
     fn create(&self) -> String {
@@ -378,13 +354,7 @@ fn written_file(cloud_config: &str, path: &str) -> String {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker").args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    support::cluster::docker_ok(args).trim().to_owned()
 }
 
 #[test]

@@ -5,103 +5,17 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{docker_inspect, wait_for_opt, Berth, ProjectUser, IMAGE};
-
-fn openstack_path() -> PathBuf {
-    let path = std::env::var("BERTH_TEST_OPENSTACK").unwrap_or_else(|_| {
-        panic!(
-            "BERTH_TEST_OPENSTACK is not set: run the tests with scripts/test, or set it to the \
-             `openstack` binary that scripts/python-clients prints"
-        )
-    });
-    let path = PathBuf::from(path);
-    assert!(
-        path.exists(),
-        "BERTH_TEST_OPENSTACK={} does not exist: run scripts/python-clients",
-        path.display()
-    );
-    path
-}
-
-/// Who runs `openstack`: the admin through clouds.yaml, or a project user through OS_*.
-enum As<'a> {
-    Admin,
-    User(&'a ProjectUser),
-}
-
-fn openstack(b: &Berth, who: As<'_>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(openstack_path());
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        // The clients keep caches under HOME; keep them in this deployment's directory.
-        .env("HOME", b.data.path())
-        .env("PYTHONWARNINGS", "ignore");
-    match who {
-        As::Admin => {
-            cmd.env("OS_CLIENT_CONFIG_FILE", b.data.path().join("clouds.yaml"))
-                .env("OS_CLOUD", "berth");
-        }
-        As::User(user) => {
-            for (k, v) in &user.env {
-                cmd.env(k, v);
-            }
-        }
-    }
-    cmd.output().expect("openstack runs")
-}
-
-fn ok(b: &Berth, who: As<'_>, args: &[&str]) -> String {
-    let out = openstack(b, who, args);
-    assert!(
-        out.status.success(),
-        "openstack {args:?} failed ({}):\nstdout: {}\nstderr: {}\nberth log (tail):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        tail(&b.log())
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn json(b: &Berth, who: As<'_>, args: &[&str]) -> Value {
-    // Before the first option: `appcontainer run/create` take everything after the
-    // image as the container's command.
-    let mut all = args.to_vec();
-    let at = all
-        .iter()
-        .position(|a| a.starts_with('-'))
-        .unwrap_or(all.len());
-    all.splice(at..at, ["-f", "json"]);
-    let out = ok(b, who, &all);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("openstack {args:?}: not JSON ({e}): {out}"))
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn column(list: &Value, key: &str) -> Vec<String> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|v| v[key].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
+use support::openstack::column;
+use support::{docker_inspect, log_tail, wait_for_opt, Berth, ProjectUser, IMAGE};
 
 #[test]
 fn openstack_identity_commands_work_against_berth_up() {
     let b = Berth::start();
-    let project = json(
-        &b,
-        As::Admin,
+    let project = b.openstack_json(
+        None,
         &[
             "project",
             "create",
@@ -113,7 +27,7 @@ fn openstack_identity_commands_work_against_berth_up() {
     assert_eq!(project["name"], "tenant1");
     assert_eq!(project["domain_id"], "default");
     let project_id = project["id"].as_str().unwrap().to_owned();
-    let projects = json(&b, As::Admin, &["project", "list"]);
+    let projects = b.openstack_json(None, &["project", "list"]);
     assert!(
         column(&projects, "Name").contains(&"tenant1".to_owned()),
         "{projects}"
@@ -123,9 +37,8 @@ fn openstack_identity_commands_work_against_berth_up() {
         "{projects}"
     );
 
-    let user = json(
-        &b,
-        As::Admin,
+    let user = b.openstack_json(
+        None,
         &[
             "user",
             "create",
@@ -139,15 +52,14 @@ fn openstack_identity_commands_work_against_berth_up() {
     assert_eq!(user["name"], "tuser");
     assert_eq!(user["default_project_id"], project_id.as_str());
     let user_id = user["id"].as_str().unwrap().to_owned();
-    let users = json(&b, As::Admin, &["user", "list"]);
+    let users = b.openstack_json(None, &["user", "list"]);
     assert!(
         column(&users, "Name").contains(&"tuser".to_owned()),
         "{users}"
     );
 
-    ok(
-        &b,
-        As::Admin,
+    b.openstack_ok(
+        None,
         &[
             "role",
             "add",
@@ -158,9 +70,8 @@ fn openstack_identity_commands_work_against_berth_up() {
             "member",
         ],
     );
-    let assignments = json(
-        &b,
-        As::Admin,
+    let assignments = b.openstack_json(
+        None,
         &[
             "role",
             "assignment",
@@ -175,7 +86,7 @@ fn openstack_identity_commands_work_against_berth_up() {
     assert_eq!(column(&assignments, "Role"), ["member"], "{assignments}");
     assert_eq!(column(&assignments, "User"), ["tuser@Default"]);
     assert_eq!(column(&assignments, "Project"), ["tenant1@Default"]);
-    let all = json(&b, As::Admin, &["role", "assignment", "list"]);
+    let all = b.openstack_json(None, &["role", "assignment", "list"]);
     assert!(column(&all, "User").contains(&user_id), "{all}");
 
     // The new user gets a token scoped to its project.
@@ -192,21 +103,20 @@ fn openstack_identity_commands_work_against_berth_up() {
             ("OS_IDENTITY_API_VERSION".into(), "3".into()),
         ],
     };
-    let token = json(&b, As::User(&tuser), &["token", "issue"]);
+    let token = b.openstack_json(Some(&tuser), &["token", "issue"]);
     assert_eq!(token["project_id"], project_id.as_str());
     assert_eq!(token["user_id"], user_id.as_str());
     assert!(token["id"].as_str().is_some_and(|t| !t.is_empty()));
-    let admin_token = json(&b, As::Admin, &["token", "issue"]);
+    let admin_token = b.openstack_json(None, &["token", "issue"]);
     assert!(admin_token["expires"].as_str().is_some(), "{admin_token}");
 
-    let catalog = json(&b, As::Admin, &["catalog", "list"]);
+    let catalog = b.openstack_json(None, &["catalog", "list"]);
     let mut types = column(&catalog, "Type");
     types.sort();
     assert_eq!(types, ["container", "identity"], "{catalog}");
 
-    ok(
-        &b,
-        As::Admin,
+    b.openstack_ok(
+        None,
         &[
             "role",
             "remove",
@@ -218,54 +128,31 @@ fn openstack_identity_commands_work_against_berth_up() {
         ],
     );
     assert_eq!(
-        json(
-            &b,
-            As::Admin,
-            &["role", "assignment", "list", "--user", "tuser"]
-        ),
+        b.openstack_json(None, &["role", "assignment", "list", "--user", "tuser"]),
         Value::Array(Vec::new())
     );
-    let refused = openstack(&b, As::User(&tuser), &["token", "issue"]);
+    let refused = b.openstack(Some(&tuser), &["token", "issue"]);
     assert!(!refused.status.success(), "no role, no token");
 
-    ok(&b, As::Admin, &["user", "delete", "tuser"]);
-    let users = json(&b, As::Admin, &["user", "list"]);
+    b.openstack_ok(None, &["user", "delete", "tuser"]);
+    let users = b.openstack_json(None, &["user", "list"]);
     assert!(
         !column(&users, "Name").contains(&"tuser".to_owned()),
         "{users}"
     );
-    ok(&b, As::Admin, &["project", "delete", "tenant1"]);
-    let projects = json(&b, As::Admin, &["project", "list"]);
+    b.openstack_ok(None, &["project", "delete", "tenant1"]);
+    let projects = b.openstack_json(None, &["project", "list"]);
     assert!(
         !column(&projects, "Name").contains(&"tenant1".to_owned()),
         "{projects}"
     );
 }
 
-/// Waits until the admin's `openstack appcontainer show` reports `status` with no task
-/// running.
-fn wait_status(b: &Berth, id: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    wait_for_opt(Duration::from_secs(90), || {
-        let v = json(b, As::Admin, &["appcontainer", "show", id]);
-        let done = v["status"] == status && v["task_state"].is_null();
-        last = v.clone();
-        done.then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "container {id} never reached {status}; last seen: {last}\nberth log:\n{}",
-            tail(&b.log())
-        )
-    })
-}
-
 #[test]
 fn openstack_appcontainer_commands_drive_a_container_through_its_lifecycle() {
     let b = Berth::start();
-    let run = json(
-        &b,
-        As::Admin,
+    let run = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "run",
@@ -281,7 +168,7 @@ fn openstack_appcontainer_commands_drive_a_container_through_its_lifecycle() {
     );
     assert_eq!(run["name"], "t1");
     let uuid = run["uuid"].as_str().unwrap().to_owned();
-    let running = wait_status(&b, "t1", "Running");
+    let running = b.appcontainer_settled(None, "t1", &["Running"], Duration::from_secs(90));
     assert_eq!(running["uuid"], uuid.as_str());
     assert_eq!(running["image"], IMAGE);
     assert_eq!(
@@ -289,33 +176,32 @@ fn openstack_appcontainer_commands_drive_a_container_through_its_lifecycle() {
         Some("running")
     );
 
-    let list = json(&b, As::Admin, &["appcontainer", "list"]);
+    let list = b.openstack_json(None, &["appcontainer", "list"]);
     assert_eq!(column(&list, "name"), ["t1"], "{list}");
     assert_eq!(column(&list, "status"), ["Running"]);
 
     let logs = wait_for_opt(Duration::from_secs(30), || {
-        let logs = ok(&b, As::Admin, &["appcontainer", "logs", "t1"]);
+        let logs = b.openstack_ok(None, &["appcontainer", "logs", "t1"]);
         logs.contains("hello").then_some(logs)
     });
     assert!(logs.is_some(), "appcontainer logs never showed hello");
 
-    ok(&b, As::Admin, &["appcontainer", "stop", "t1"]);
-    wait_status(&b, "t1", "Stopped");
+    b.openstack_ok(None, &["appcontainer", "stop", "t1"]);
+    b.appcontainer_settled(None, "t1", &["Stopped"], Duration::from_secs(90));
     assert_eq!(
         docker_inspect(&uuid, "{{.State.Status}}").as_deref(),
         Some("exited")
     );
-    ok(&b, As::Admin, &["appcontainer", "start", "t1"]);
-    wait_status(&b, &uuid, "Running");
+    b.openstack_ok(None, &["appcontainer", "start", "t1"]);
+    b.appcontainer_settled(None, &uuid, &["Running"], Duration::from_secs(90));
     assert_eq!(
         docker_inspect(&uuid, "{{.State.Status}}").as_deref(),
         Some("running")
     );
 
     // create makes a container without starting it.
-    let created = json(
-        &b,
-        As::Admin,
+    let created = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "create",
@@ -329,24 +215,25 @@ fn openstack_appcontainer_commands_drive_a_container_through_its_lifecycle() {
         ],
     );
     let uuid2 = created["uuid"].as_str().unwrap().to_owned();
-    wait_status(&b, "t2", "Created");
+    b.appcontainer_settled(None, "t2", &["Created"], Duration::from_secs(90));
     assert_eq!(
         docker_inspect(&uuid2, "{{.State.Status}}").as_deref(),
         Some("created")
     );
 
-    ok(&b, As::Admin, &["appcontainer", "delete", "t2"]);
-    ok(&b, As::Admin, &["appcontainer", "delete", "--stop", "t1"]);
+    b.openstack_ok(None, &["appcontainer", "delete", "t2"]);
+    b.openstack_ok(None, &["appcontainer", "delete", "--stop", "t1"]);
     let gone = wait_for_opt(Duration::from_secs(60), || {
-        let list = json(&b, As::Admin, &["appcontainer", "list"]);
+        let list = b.openstack_json(None, &["appcontainer", "list"]);
         list.as_array().unwrap().is_empty().then_some(())
     });
     assert!(
         gone.is_some(),
         "the containers were never deleted:\n{}",
-        tail(&b.log())
+        log_tail(&b.log(), 60)
     );
-    assert!(!openstack(&b, As::Admin, &["appcontainer", "show", "t1"])
+    assert!(!b
+        .openstack(None, &["appcontainer", "show", "t1"])
         .status
         .success());
     assert_eq!(docker_inspect(&uuid, "{{.State.Status}}"), None);
@@ -356,9 +243,8 @@ fn openstack_appcontainer_commands_drive_a_container_through_its_lifecycle() {
 #[test]
 fn openstack_appcontainer_list_never_shows_another_projects_containers() {
     let b = Berth::start();
-    let secret = json(
-        &b,
-        As::Admin,
+    let secret = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "run",
@@ -372,17 +258,17 @@ fn openstack_appcontainer_list_never_shows_another_projects_containers() {
         ],
     );
     let secret_id = secret["uuid"].as_str().unwrap().to_owned();
-    wait_status(&b, "secret", "Running");
+    b.appcontainer_settled(None, "secret", &["Running"], Duration::from_secs(90));
 
     let other = b.project_user("other", "olive", "member");
-    let theirs = json(&b, As::User(&other), &["appcontainer", "list"]);
+    let theirs = b.openstack_json(Some(&other), &["appcontainer", "list"]);
     assert_eq!(
         theirs,
         Value::Array(Vec::new()),
         "another project's list: {theirs}"
     );
     for id in ["secret", secret_id.as_str()] {
-        let out = openstack(&b, As::User(&other), &["appcontainer", "show", id]);
+        let out = b.openstack(Some(&other), &["appcontainer", "show", id]);
         assert!(!out.status.success(), "olive saw {id}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -391,9 +277,8 @@ fn openstack_appcontainer_list_never_shows_another_projects_containers() {
         );
     }
     // Olive's own container (whatever becomes of it on an instance) is hers alone.
-    let mine = json(
-        &b,
-        As::User(&other),
+    let mine = b.openstack_json(
+        Some(&other),
         &[
             "appcontainer",
             "create",
@@ -407,23 +292,15 @@ fn openstack_appcontainer_list_never_shows_another_projects_containers() {
         ],
     );
     assert_eq!(mine["project_id"], other.project_id.as_str());
-    let theirs = json(&b, As::User(&other), &["appcontainer", "list"]);
+    let theirs = b.openstack_json(Some(&other), &["appcontainer", "list"]);
     assert_eq!(column(&theirs, "name"), ["mine"], "{theirs}");
-    let admins = json(&b, As::Admin, &["appcontainer", "list"]);
+    let admins = b.openstack_json(None, &["appcontainer", "list"]);
     assert_eq!(column(&admins, "name"), ["secret"], "{admins}");
     // The admin still has it running, untouched.
     assert_eq!(
         docker_inspect(&secret_id, "{{.State.Status}}").as_deref(),
         Some("running")
     );
-    let _ = openstack(
-        &b,
-        As::User(&other),
-        &["appcontainer", "delete", "--force", "mine"],
-    );
-    ok(
-        &b,
-        As::Admin,
-        &["appcontainer", "delete", "--force", "secret"],
-    );
+    let _ = b.openstack(Some(&other), &["appcontainer", "delete", "--force", "mine"]);
+    b.openstack_ok(None, &["appcontainer", "delete", "--force", "secret"]);
 }

@@ -8,44 +8,12 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::docker::Registry;
-use support::{wait_for_opt, Berth, ProjectUser, IMAGE};
-
-fn openstack_path() -> PathBuf {
-    PathBuf::from(std::env::var("BERTH_TEST_OPENSTACK").unwrap_or_else(|_| {
-        panic!(
-            "BERTH_TEST_OPENSTACK is not set: run the tests with scripts/test, or set it to the \
-             `openstack` binary that scripts/python-clients prints"
-        )
-    }))
-}
-
-/// Runs `openstack` as the deployment's admin (clouds.yaml), or as `user`.
-fn openstack(b: &Berth, user: Option<&ProjectUser>, args: &[&str]) -> Output {
-    let mut cmd = Command::new(openstack_path());
-    cmd.args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", b.data.path())
-        .env("PYTHONWARNINGS", "ignore");
-    match user {
-        Some(u) => {
-            for (k, v) in &u.env {
-                cmd.env(k, v);
-            }
-        }
-        None => {
-            cmd.env("OS_CLIENT_CONFIG_FILE", b.data.path().join("clouds.yaml"))
-                .env("OS_CLOUD", "berth");
-        }
-    }
-    cmd.output().expect("openstack runs")
-}
+use support::{log_tail, Berth, ProjectUser, IMAGE};
 
 fn text(out: &Output) -> String {
     format!(
@@ -53,53 +21,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-/// `openstack ... -f json` as the admin; the command must succeed.
-fn json_out(b: &Berth, args: &[&str]) -> Value {
-    json_as(b, None, args)
-}
-
-/// `openstack ... -f json` as the admin or `user`; the command must succeed.
-fn json_as(b: &Berth, user: Option<&ProjectUser>, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    // Before the first option: `run` takes everything after the image.
-    let at = all
-        .iter()
-        .position(|a| a.starts_with('-'))
-        .unwrap_or(all.len());
-    all.splice(at..at, ["-f", "json"]);
-    let out = openstack(b, user, &all);
-    assert!(
-        out.status.success(),
-        "openstack {all:?} failed: {}\nberth log (tail):\n{}",
-        text(&out),
-        tail(&b.log())
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("openstack {all:?}: not JSON ({e}): {}", text(&out)))
-}
-
-/// Waits until the container's status is one of `statuses` with no task running.
-fn wait_settled(b: &Berth, user: Option<&ProjectUser>, id: &str, statuses: &[&str]) -> Value {
-    let mut last = Value::Null;
-    wait_for_opt(Duration::from_secs(180), || {
-        let v = json_as(b, user, &["appcontainer", "show", id]);
-        let done = statuses.iter().any(|s| v["status"] == *s) && v["task_state"].is_null();
-        last = v.clone();
-        done.then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "container {id} never settled in {statuses:?}; last seen: {last}\nberth log:\n{}",
-            tail(&b.log())
-        )
-    })
 }
 
 /// Runs a container from `image` (with `--registry` when given; `sleep 600`, the
@@ -120,9 +41,9 @@ fn run_as(
         args.extend(["--registry", r]);
     }
     args.extend([image, "sleep", "600"]);
-    let made = json_as(b, user, &args);
+    let made = b.openstack_json(user, &args);
     let uuid = made["uuid"].as_str().expect("a uuid").to_owned();
-    wait_settled(b, user, &uuid, &["Running", "Error"])
+    b.appcontainer_settled(user, &uuid, &["Running", "Error"], Duration::from_secs(180))
 }
 
 /// The engine refused the pull for want of (right) credentials, and said so.
@@ -152,8 +73,8 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
     let theirs_image = registry.seed(IMAGE, "team/busybox:theirs");
     let b = Berth::start();
 
-    let reg = json_out(
-        &b,
+    let reg = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "registry",
@@ -170,8 +91,8 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
     );
     assert_eq!(reg["password"], "***", "{reg}");
     let reg_uuid = reg["uuid"].as_str().unwrap().to_owned();
-    json_out(
-        &b,
+    b.openstack_json(
+        None,
         &[
             "appcontainer",
             "registry",
@@ -214,7 +135,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
         "Running",
         "{v}\nregistry log:\n{}\nberth log:\n{}",
         registry.log(),
-        tail(&b.log())
+        log_tail(&b.log(), 60)
     );
     assert_eq!(v["registry_id"], reg_uuid.as_str(), "{v}");
     assert_eq!(v["image"], good.as_str(), "{v}");
@@ -237,8 +158,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
 
     // An image of another registry with these credentials is refused up front (400),
     // so they are never sent to another host.
-    let out = openstack(
-        &b,
+    let out = b.openstack(
         None,
         &[
             "appcontainer",
@@ -255,8 +175,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
         text(&out)
     );
     // A registry that does not exist is Zun's 404.
-    let out = openstack(
-        &b,
+    let out = b.openstack(
         None,
         &["appcontainer", "create", "--registry", "nosuch", &good],
     );
@@ -266,8 +185,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
     // Another project cannot use ours, by uuid or by name: 404, nothing created.
     let olive = b.project_user("other", "olive", "member");
     for key in [reg_uuid.as_str(), "private"] {
-        let out = openstack(
-            &b,
+        let out = b.openstack(
             Some(&olive),
             &["appcontainer", "run", "--registry", key, &good],
         );
@@ -295,7 +213,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
-    let theirs = openstack(&b, Some(&olive), &["appcontainer", "list", "-f", "json"]);
+    let theirs = b.openstack(Some(&olive), &["appcontainer", "list", "-f", "json"]);
     assert!(theirs.status.success(), "{}", text(&theirs));
     let list: Value = serde_json::from_slice(&theirs.stdout).unwrap();
     assert_eq!(list, json!([]), "nothing was created for the other project");
@@ -303,8 +221,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
     // The other project's own registry of the same name is its to use; its container
     // goes to an instance of its own (an agent container of the `docker` provider,
     // BERTH_AGENT_IMAGE), which gets the credentials through the relay alike.
-    let olive_reg = json_as(
-        &b,
+    let olive_reg = b.openstack_json(
         Some(&olive),
         &[
             "appcontainer",
@@ -327,7 +244,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
         "Running",
         "{v}\nregistry log:\n{}\nberth log:\n{}",
         registry.log(),
-        tail(&b.log())
+        log_tail(&b.log(), 60)
     );
     assert_eq!(v["registry_id"], olive_reg["uuid"], "{v}");
     let instance = v["instance_id"].as_str().unwrap_or_default().to_owned();
@@ -336,8 +253,7 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
         b.docker_instances().contains(&instance),
         "the other project's instance is an agent container: {v}"
     );
-    let _ = openstack(
-        &b,
+    let _ = b.openstack(
         Some(&olive),
         &["appcontainer", "delete", "--force", "theirs"],
     );
@@ -348,6 +264,6 @@ fn a_container_pulls_its_image_with_the_registry_credentials_of_its_project() {
         "with-registry",
         "short-name",
     ] {
-        let _ = openstack(&b, None, &["appcontainer", "delete", "--force", name]);
+        let _ = b.openstack(None, &["appcontainer", "delete", "--force", name]);
     }
 }

@@ -6,7 +6,8 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{wait_for, IMAGE};
+use support::external::{bin, relay, RegisteredHost};
+use support::{run_ok, wait_for, IMAGE};
 
 struct Killed(Vec<Child>);
 
@@ -17,16 +18,6 @@ impl Drop for Killed {
             let _ = c.wait();
         }
     }
-}
-
-fn bin(name: &str) -> std::path::PathBuf {
-    let p = support::osc_path().with_file_name(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build with `cargo build --workspace --bins`",
-        p.display()
-    );
-    p
 }
 
 #[test]
@@ -49,17 +40,10 @@ fn service_relay_and_agent_run_as_separate_processes() {
     let run = |args: &[&str]| {
         let mut cmd = Command::new(bin("berth-service"));
         service_env(&mut cmd);
-        let out = cmd
-            .args(args)
-            .env("BERTH_ADMIN_PASSWORD", "pw-standalone")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "berth-service {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        run_ok(
+            cmd.args(args).env("BERTH_ADMIN_PASSWORD", "pw-standalone"),
+            &format!("berth-service {args:?}"),
+        )
     };
     // The deployment's CA and the relay's certificate (docs/TLS.md).
     run(&[
@@ -80,27 +64,20 @@ fn service_relay_and_agent_run_as_separate_processes() {
         "--agent-tls-dir",
         dir.path().join("agent-tls").to_str().unwrap(),
     ]);
-    let field = |k: &str| {
-        host.lines()
-            .find_map(|l| l.strip_prefix(&format!("{k}=")))
-            .unwrap_or_else(|| panic!("register-host printed no {k}: {host}"))
-            .to_owned()
-    };
-    let (instance, credential) = (field("instance"), field("credential"));
+    let host = RegisteredHost(host);
+    let instance = host.field("instance");
 
     let mut procs = Killed(Vec::new());
     procs.0.push(
-        Command::new(bin("berth-relay"))
-            .env("BERTH_RELAY_LISTEN", format!("127.0.0.1:{relay_port}"))
-            .env(
-                "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY",
-                dir.path().join("relay.pem"),
-            )
-            .env("BERTH_RELAY_TLS_DIR", dir.path().join("pki"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+        relay(
+            relay_port,
+            &dir.path().join("pki"),
+            &dir.path().join("relay.pem"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap(),
     );
     let mut service = Command::new(bin("berth-service"));
     service_env(&mut service);
@@ -113,17 +90,7 @@ fn service_relay_and_agent_run_as_separate_processes() {
             .unwrap(),
     );
     procs.0.push(
-        Command::new(bin("berth-agent"))
-            .env(
-                "BERTH_AGENT_RELAY_URL",
-                format!("wss://127.0.0.1:{relay_port}"),
-            )
-            .env("BERTH_AGENT_CREDENTIAL", &credential)
-            .env("BERTH_AGENT_SERVICE_KEY", field("service_key"))
-            .env("BERTH_AGENT_CA_CERT", field("ca_cert"))
-            .env("BERTH_AGENT_TLS_CERT", field("tls_cert"))
-            .env("BERTH_AGENT_TLS_KEY", field("tls_key"))
-            .env("BERTH_AGENT_INSTANCE", &instance)
+        host.agent(relay_port)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -5,15 +5,15 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
 use reqwest::blocking::{Client, RequestBuilder};
 use serde_json::{json, Value};
 use support::docker::Spawned;
-use support::{docker_inspect, wait_for, wait_for_opt, Berth, IMAGE};
+use support::openstack::openstack_path;
+use support::{docker_inspect, log_tail, wait_for, wait_for_opt, Berth, IMAGE};
 
 const LABEL: &str = "zun_ops";
 
@@ -78,7 +78,7 @@ impl Api {
         .unwrap_or_else(|| {
             panic!(
                 "container {id} never reached {status}; last: {last}\nberth log:\n{}",
-                tail(&b.log())
+                log_tail(&b.log(), 60)
             )
         })
     }
@@ -91,11 +91,6 @@ impl Api {
             .cloned()
             .unwrap_or_default()
     }
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
 }
 
 fn error_title(v: &Value) -> String {
@@ -423,46 +418,6 @@ fn rebuild_and_commit_over_http_keep_the_uuid_and_record_actions() {
 // ---------------------------------------------------------------------------------
 // python-zunclient
 
-fn openstack_path() -> PathBuf {
-    let path = std::env::var("BERTH_TEST_OPENSTACK").unwrap_or_else(|_| {
-        panic!(
-            "BERTH_TEST_OPENSTACK is not set: run the tests with scripts/test, or set it to the \
-             `openstack` binary that scripts/python-clients prints"
-        )
-    });
-    PathBuf::from(path)
-}
-
-fn openstack_cmd(b: &Berth) -> Command {
-    openstack_env(b, Command::new(openstack_path()))
-}
-
-/// The environment `openstack` runs with: the admin of this deployment (clouds.yaml).
-fn openstack_env(b: &Berth, mut cmd: Command) -> Command {
-    cmd.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", b.data.path())
-        .env("PYTHONWARNINGS", "ignore")
-        .env("OS_CLIENT_CONFIG_FILE", b.data.path().join("clouds.yaml"))
-        .env("OS_CLOUD", "berth");
-    cmd
-}
-
-fn openstack(b: &Berth, args: &[&str]) -> Output {
-    openstack_cmd(b)
-        .args(args)
-        .output()
-        .expect("openstack runs")
-}
-
-fn openstack_ok(b: &Berth, args: &[&str]) -> String {
-    support::success_stdout(
-        &format!("openstack {args:?}"),
-        openstack(b, args),
-        &tail(&b.log()),
-    )
-}
-
 fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -474,7 +429,7 @@ fn openstack_pty(b: &Berth, args: &[&str]) -> Spawned {
         .chain(args.iter().map(|a| sh_quote(a)))
         .collect::<Vec<_>>()
         .join(" ");
-    let mut script = openstack_env(b, Command::new("script"));
+    let mut script = b.openstack_env(None, Command::new("script"));
     script.args([
         "-qfec",
         &format!("stty rows 40 cols 120; exec {line}"),
@@ -504,8 +459,8 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
     api.wait_status(&b, &id, "Running");
 
     // exec: the output, and the command's exit code as the client's.
-    let out = openstack(
-        &b,
+    let out = b.openstack(
+        None,
         &[
             "appcontainer",
             "exec",
@@ -581,8 +536,8 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("note.txt");
     std::fs::write(&local, "copied in\n").unwrap();
-    openstack_ok(
-        &b,
+    b.openstack_ok(
+        None,
         &[
             "appcontainer",
             "cp",
@@ -596,8 +551,8 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
     assert_eq!(v["output"], "copied in\n", "{v}");
     let out_dir = dir.path().join("out");
     std::fs::create_dir(&out_dir).unwrap();
-    openstack_ok(
-        &b,
+    b.openstack_ok(
+        None,
         &[
             "appcontainer",
             "cp",
@@ -612,7 +567,7 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
 
     // commit, then rebuild from the image.
     let image = format!("berth-test/zunops-cli-{}:v2", &id[..8]);
-    let said = openstack_ok(&b, &["appcontainer", "commit", "ops-cli", &image]);
+    let said = b.openstack_ok(None, &["appcontainer", "commit", "ops-cli", &image]);
     assert!(said.contains("has been accepted"), "{said}");
     assert!(Command::new("docker")
         .args(["image", "inspect", &image])
@@ -621,8 +576,8 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
         .status
         .success());
     let engine_id = docker_inspect(&id, "{{.Id}}").expect("engine container");
-    openstack_ok(
-        &b,
+    b.openstack_ok(
+        None,
         &["appcontainer", "rebuild", "--image", &image, "ops-cli"],
     );
     let rebuilt = wait_for_opt(Duration::from_secs(90), || {
@@ -633,7 +588,7 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
     assert!(
         rebuilt.is_some(),
         "rebuild never finished\n{}",
-        tail(&b.log())
+        log_tail(&b.log(), 60)
     );
     assert_ne!(docker_inspect(&id, "{{.Id}}").unwrap(), engine_id);
     let (_, v) = api.post(&format!(
@@ -644,7 +599,7 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
         "the committed file is in the rebuilt container: {v}"
     );
 
-    openstack_ok(&b, &["appcontainer", "delete", "--stop", "ops-cli"]);
+    b.openstack_ok(None, &["appcontainer", "delete", "--stop", "ops-cli"]);
     wait_for("the container to go", Duration::from_secs(60), || {
         (api.get(&format!("/containers/{id}")).0 == 404).then_some(())
     });

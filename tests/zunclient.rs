@@ -9,115 +9,18 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{docker_lines, wait_for_opt, Berth, IMAGE};
-
-fn openstack_path() -> PathBuf {
-    let path = std::env::var("BERTH_TEST_OPENSTACK").unwrap_or_else(|_| {
-        panic!(
-            "BERTH_TEST_OPENSTACK is not set: run the tests with scripts/test, or set it to the \
-             `openstack` binary that scripts/python-clients prints"
-        )
-    });
-    PathBuf::from(path)
-}
-
-/// Runs `openstack` as the deployment's admin (clouds.yaml).
-fn openstack(b: &Berth, args: &[&str]) -> Output {
-    Command::new(openstack_path())
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HOME", b.data.path())
-        .env("PYTHONWARNINGS", "ignore")
-        .env("OS_CLIENT_CONFIG_FILE", b.data.path().join("clouds.yaml"))
-        .env("OS_CLOUD", "berth")
-        .output()
-        .expect("openstack runs")
-}
-
-fn tail(log: &str) -> String {
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(40)..].join("\n")
-}
-
-fn ok(b: &Berth, args: &[&str]) -> String {
-    let out = openstack(b, args);
-    assert!(
-        out.status.success(),
-        "openstack {args:?} failed ({}):\nstdout: {}\nstderr: {}\nberth log (tail):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        tail(&b.log())
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Runs a command that must fail; returns its stdout and stderr together.
-fn fails(b: &Berth, args: &[&str]) -> String {
-    let out = openstack(b, args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !out.status.success(),
-        "openstack {args:?} succeeded: {text}"
-    );
-    text
-}
-
-fn json_out(b: &Berth, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    // Before the first option: `run`/`create` take everything after the image.
-    let at = all
-        .iter()
-        .position(|a| a.starts_with('-'))
-        .unwrap_or(all.len());
-    all.splice(at..at, ["-f", "json"]);
-    let out = ok(b, &all);
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("openstack {args:?}: not JSON ({e}): {out}"))
-}
-
-fn column(list: &Value, key: &str) -> Vec<String> {
-    list.as_array()
-        .unwrap_or_else(|| panic!("a list: {list}"))
-        .iter()
-        .map(|v| match &v[key] {
-            Value::String(s) => s.clone(),
-            other => other.to_string(),
-        })
-        .collect()
-}
-
-fn wait_status(b: &Berth, id: &str, status: &str) -> Value {
-    let mut last = Value::Null;
-    wait_for_opt(Duration::from_secs(90), || {
-        let v = json_out(b, &["appcontainer", "show", id]);
-        let done = v["status"] == status && v["task_state"].is_null();
-        last = v.clone();
-        done.then_some(v)
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "container {id} never reached {status}; last seen: {last}\nberth log:\n{}",
-            tail(&b.log())
-        )
-    })
-}
+use support::openstack::column;
+use support::{docker_lines, log_tail, wait_for_opt, Berth, IMAGE};
 
 #[test]
 fn the_appcontainer_command_set_works_against_berth() {
     let b = Berth::start();
-    let run = json_out(
-        &b,
+    let run = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "run",
@@ -136,39 +39,42 @@ fn the_appcontainer_command_set_works_against_berth() {
         ],
     );
     let uuid = run["uuid"].as_str().unwrap().to_owned();
-    wait_status(&b, "zc1", "Running");
+    b.appcontainer_settled(None, "zc1", &["Running"], Duration::from_secs(90));
 
     // list, show, set, logs, pause/unpause, restart, kill, stop/start.
-    let list = json_out(&b, &["appcontainer", "list"]);
+    let list = b.openstack_json(None, &["appcontainer", "list"]);
     assert_eq!(column(&list, "name"), ["zc1"], "{list}");
-    let shown = json_out(&b, &["appcontainer", "show", &uuid]);
+    let shown = b.openstack_json(None, &["appcontainer", "show", &uuid]);
     assert_eq!(shown["name"], "zc1");
     assert_eq!(shown["memory"], "128");
-    ok(&b, &["appcontainer", "set", "--memory", "256", "zc1"]);
-    let set = wait_status(&b, "zc1", "Running");
+    b.openstack_ok(None, &["appcontainer", "set", "--memory", "256", "zc1"]);
+    let set = b.appcontainer_settled(None, "zc1", &["Running"], Duration::from_secs(90));
     assert_eq!(set["memory"], "256", "{set}");
     let logs = wait_for_opt(Duration::from_secs(30), || {
-        let l = ok(&b, &["appcontainer", "logs", "zc1"]);
+        let l = b.openstack_ok(None, &["appcontainer", "logs", "zc1"]);
         l.contains("zun-hello").then_some(l)
     });
     assert!(logs.is_some(), "appcontainer logs never showed the output");
-    ok(&b, &["appcontainer", "pause", "zc1"]);
-    wait_status(&b, "zc1", "Paused");
-    ok(&b, &["appcontainer", "unpause", "zc1"]);
-    wait_status(&b, "zc1", "Running");
-    ok(&b, &["appcontainer", "restart", "zc1"]);
-    wait_status(&b, "zc1", "Running");
-    ok(&b, &["appcontainer", "stop", "zc1"]);
-    wait_status(&b, "zc1", "Stopped");
-    ok(&b, &["appcontainer", "start", "zc1"]);
-    wait_status(&b, "zc1", "Running");
-    ok(&b, &["appcontainer", "kill", "--signal", "SIGKILL", "zc1"]);
-    wait_status(&b, "zc1", "Stopped");
-    ok(&b, &["appcontainer", "start", "zc1"]);
-    wait_status(&b, "zc1", "Running");
+    b.openstack_ok(None, &["appcontainer", "pause", "zc1"]);
+    b.appcontainer_settled(None, "zc1", &["Paused"], Duration::from_secs(90));
+    b.openstack_ok(None, &["appcontainer", "unpause", "zc1"]);
+    b.appcontainer_settled(None, "zc1", &["Running"], Duration::from_secs(90));
+    b.openstack_ok(None, &["appcontainer", "restart", "zc1"]);
+    b.appcontainer_settled(None, "zc1", &["Running"], Duration::from_secs(90));
+    b.openstack_ok(None, &["appcontainer", "stop", "zc1"]);
+    b.appcontainer_settled(None, "zc1", &["Stopped"], Duration::from_secs(90));
+    b.openstack_ok(None, &["appcontainer", "start", "zc1"]);
+    b.appcontainer_settled(None, "zc1", &["Running"], Duration::from_secs(90));
+    b.openstack_ok(
+        None,
+        &["appcontainer", "kill", "--signal", "SIGKILL", "zc1"],
+    );
+    b.appcontainer_settled(None, "zc1", &["Stopped"], Duration::from_secs(90));
+    b.openstack_ok(None, &["appcontainer", "start", "zc1"]);
+    b.appcontainer_settled(None, "zc1", &["Running"], Duration::from_secs(90));
 
     // action list / show with its events.
-    let actions = json_out(&b, &["appcontainer", "action", "list", "zc1"]);
+    let actions = b.openstack_json(None, &["appcontainer", "action", "list", "zc1"]);
     let names = column(&actions, "action");
     for want in ["create", "pause", "stop", "kill"] {
         assert!(names.iter().any(|n| n == want), "{want} in {actions}");
@@ -180,7 +86,10 @@ fn the_appcontainer_command_set_works_against_berth() {
         .find(|a| a["action"] == "create")
         .unwrap();
     let request_id = create["request_id"].as_str().unwrap().to_owned();
-    let action = json_out(&b, &["appcontainer", "action", "show", "zc1", &request_id]);
+    let action = b.openstack_json(
+        None,
+        &["appcontainer", "action", "show", "zc1", &request_id],
+    );
     assert_eq!(action["action"], "create", "{action}");
     assert_eq!(action["request_id"], request_id.as_str());
     let events = action["events"].to_string();
@@ -188,8 +97,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         events.contains("compute__do_container_create") && events.contains("Success"),
         "{action}"
     );
-    let missing = fails(
-        &b,
+    let missing = b.openstack_fails(
+        None,
         &["appcontainer", "action", "show", "zc1", "no-such-request"],
     );
     assert!(missing.contains("could not be found"), "{missing}");
@@ -200,7 +109,7 @@ fn the_appcontainer_command_set_works_against_berth() {
     // formatter, which osc-lib 4.x refuses ("Invalid formatter provided.") whenever
     // there is a network to show: a client bug. The command reaches Berth, and the
     // route is checked over HTTP.
-    let broken = fails(&b, &["appcontainer", "network", "list", "zc1"]);
+    let broken = b.openstack_fails(None, &["appcontainer", "network", "list", "zc1"]);
     assert!(broken.contains("Invalid formatter provided"), "{broken}");
     // `show` flattens addresses to "ip, ip" and adds `networks`.
     let address = shown["addresses"].as_str().unwrap_or_default().to_owned();
@@ -227,8 +136,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         json!({"networks": [{"net_id": "berth", "port_id": null, "subnet_id": null,
             "version": 4, "ip_address": address}]})
     );
-    let attach = ok(
-        &b,
+    let attach = b.openstack_ok(
+        None,
         &[
             "appcontainer",
             "network",
@@ -242,8 +151,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         attach.contains("failed") && attach.contains("no Neutron networks"),
         "{attach}"
     );
-    let detach = ok(
-        &b,
+    let detach = b.openstack_ok(
+        None,
         &[
             "appcontainer",
             "network",
@@ -259,8 +168,8 @@ fn the_appcontainer_command_set_works_against_berth() {
     );
     // Security groups were removed from the API at 1.15: the client's 1.40 gets 406.
     // (The client prints the failure and exits 0.)
-    let sg = ok(
-        &b,
+    let sg = b.openstack_ok(
+        None,
         &["appcontainer", "add", "security", "group", "zc1", "default"],
     );
     assert!(
@@ -269,12 +178,12 @@ fn the_appcontainer_command_set_works_against_berth() {
     );
 
     // host list / show, service list, availability zone list.
-    let hosts = json_out(&b, &["appcontainer", "host", "list"]);
+    let hosts = b.openstack_json(None, &["appcontainer", "host", "list"]);
     let hostnames = column(&hosts, "hostname");
     assert_eq!(hostnames.len(), 1, "{hosts}");
-    let host = json_out(&b, &["appcontainer", "host", "show", &hostnames[0]]);
+    let host = b.openstack_json(None, &["appcontainer", "host", "show", &hostnames[0]]);
     assert_eq!(host["hostname"], hostnames[0].as_str());
-    let services = json_out(&b, &["appcontainer", "service", "list"]);
+    let services = b.openstack_json(None, &["appcontainer", "service", "list"]);
     let binaries = column(&services, "Binary");
     assert!(binaries.contains(&"berth-service".to_owned()), "{services}");
     let agent = services
@@ -285,8 +194,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         .unwrap_or_else(|| panic!("an agent row: {services}"));
     assert_eq!(agent["Host"], hostnames[0].as_str(), "{services}");
     assert_eq!(agent["State"], "up", "{services}");
-    let enable = fails(
-        &b,
+    let enable = b.openstack_fails(
+        None,
         &[
             "appcontainer",
             "service",
@@ -296,8 +205,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         ],
     );
     assert!(enable.contains("no switch"), "{enable}");
-    let unknown = ok(
-        &b,
+    let unknown = b.openstack_ok(
+        None,
         &[
             "appcontainer",
             "service",
@@ -307,12 +216,12 @@ fn the_appcontainer_command_set_works_against_berth() {
         ],
     );
     assert!(unknown.contains("could not be found"), "{unknown}");
-    let zones = json_out(&b, &["appcontainer", "availability", "zone", "list"]);
+    let zones = b.openstack_json(None, &["appcontainer", "availability", "zone", "list"]);
     assert!(!zones.as_array().unwrap().is_empty(), "{zones}");
 
     // images: list and show what the instance holds; delete a tag; pull; search.
     let (repo, tag) = IMAGE.split_once(':').unwrap();
-    let images = json_out(&b, &["appcontainer", "image", "list"]);
+    let images = b.openstack_json(None, &["appcontainer", "image", "list"]);
     let ours = images
         .as_array()
         .unwrap()
@@ -321,7 +230,7 @@ fn the_appcontainer_command_set_works_against_berth() {
         .unwrap_or_else(|| panic!("{IMAGE} in {images}"))
         .clone();
     let image_uuid = ours["uuid"].as_str().unwrap().to_owned();
-    let image = json_out(&b, &["appcontainer", "image", "show", &image_uuid]);
+    let image = b.openstack_json(None, &["appcontainer", "image", "show", &image_uuid]);
     assert_eq!(image["repo"], repo);
     assert_eq!(image["host"], hostnames[0].as_str());
     // A tag only this test uses, on the engine the instance runs containers with.
@@ -331,7 +240,7 @@ fn the_appcontainer_command_set_works_against_berth() {
         .status()
         .unwrap()
         .success());
-    let images = json_out(&b, &["appcontainer", "image", "list"]);
+    let images = b.openstack_json(None, &["appcontainer", "image", "list"]);
     let doomed_row = images
         .as_array()
         .unwrap()
@@ -345,8 +254,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         })
         .unwrap_or_else(|| panic!("{doomed} in {images}"))
         .clone();
-    let deleted = ok(
-        &b,
+    let deleted = b.openstack_ok(
+        None,
         &[
             "appcontainer",
             "image",
@@ -359,8 +268,8 @@ fn the_appcontainer_command_set_works_against_berth() {
         docker_lines(&["images", "-q", &doomed]).is_empty(),
         "{doomed} is still on the engine"
     );
-    let pulled = json_out(
-        &b,
+    let pulled = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "image",
@@ -371,20 +280,20 @@ fn the_appcontainer_command_set_works_against_berth() {
     );
     assert_eq!(pulled["repo"], "berth-test/not-in-any-registry", "{pulled}");
     assert_eq!(pulled["host"], hostnames[0].as_str());
-    let bad_host = fails(
-        &b,
+    let bad_host = b.openstack_fails(
+        None,
         &["appcontainer", "image", "pull", IMAGE, "no-such-host"],
     );
     assert!(
         bad_host.contains("not one of your project's instances"),
         "{bad_host}"
     );
-    let search = fails(&b, &["appcontainer", "image", "search", "busybox"]);
+    let search = b.openstack_fails(None, &["appcontainer", "image", "search", "busybox"]);
     assert!(search.contains("not available"), "{search}");
 
     // registries: create, list, show, update, delete; the password is never shown.
-    let reg = json_out(
-        &b,
+    let reg = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "registry",
@@ -402,13 +311,13 @@ fn the_appcontainer_command_set_works_against_berth() {
     assert_eq!(reg["name"], "myreg", "{reg}");
     assert_eq!(reg["password"], "***");
     let reg_uuid = reg["uuid"].as_str().unwrap().to_owned();
-    let regs = json_out(&b, &["appcontainer", "registry", "list"]);
+    let regs = b.openstack_json(None, &["appcontainer", "registry", "list"]);
     assert_eq!(column(&regs, "name"), ["myreg"], "{regs}");
     assert!(!regs.to_string().contains("s3cret"), "{regs}");
-    let shown_reg = json_out(&b, &["appcontainer", "registry", "show", "myreg"]);
+    let shown_reg = b.openstack_json(None, &["appcontainer", "registry", "show", "myreg"]);
     assert_eq!(shown_reg["uuid"], reg_uuid.as_str());
-    let updated = json_out(
-        &b,
+    let updated = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "registry",
@@ -463,16 +372,16 @@ fn the_appcontainer_command_set_works_against_berth() {
         (200, &json!([])),
         "{theirs}"
     );
-    ok(&b, &["appcontainer", "registry", "delete", &reg_uuid]);
-    let gone = fails(&b, &["appcontainer", "registry", "show", &reg_uuid]);
+    b.openstack_ok(None, &["appcontainer", "registry", "delete", &reg_uuid]);
+    let gone = b.openstack_fails(None, &["appcontainer", "registry", "show", &reg_uuid]);
     assert!(gone.contains("could not be found"), "{gone}");
 
     // quotas and quota classes.
     let project = shown["project_id"].as_str().unwrap().to_owned();
-    let quota = json_out(&b, &["appcontainer", "quota", "get", &project]);
+    let quota = b.openstack_json(None, &["appcontainer", "quota", "get", &project]);
     assert!(quota["containers"].is_number(), "{quota}");
-    let updated = json_out(
-        &b,
+    let updated = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "quota",
@@ -483,13 +392,13 @@ fn the_appcontainer_command_set_works_against_berth() {
         ],
     );
     assert_eq!(updated["containers"], 17, "{updated}");
-    let defaults = json_out(&b, &["appcontainer", "quota", "default", &project]);
+    let defaults = b.openstack_json(None, &["appcontainer", "quota", "default", &project]);
     assert!(defaults["containers"].is_number(), "{defaults}");
-    ok(&b, &["appcontainer", "quota", "delete", &project]);
-    let class = json_out(&b, &["appcontainer", "quota", "class", "get", "default"]);
+    b.openstack_ok(None, &["appcontainer", "quota", "delete", &project]);
+    let class = b.openstack_json(None, &["appcontainer", "quota", "class", "get", "default"]);
     assert!(class["containers"].is_number(), "{class}");
-    let class = json_out(
-        &b,
+    let class = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "quota",
@@ -515,32 +424,32 @@ fn the_appcontainer_command_set_works_against_berth() {
         .unwrap(),
     )
     .unwrap();
-    let capsule = json_out(
-        &b,
+    let capsule = b.openstack_json(
+        None,
         &["capsule", "create", "--file", template.to_str().unwrap()],
     );
     assert_eq!(capsule["name"], "zcap", "{capsule}");
     let running = wait_for_opt(Duration::from_secs(120), || {
-        let v = json_out(&b, &["capsule", "show", "zcap"]);
+        let v = b.openstack_json(None, &["capsule", "show", "zcap"]);
         (v["status"] == "Running").then_some(v)
     });
     assert!(
         running.is_some(),
         "capsule zcap never ran:\n{}",
-        tail(&b.log())
+        log_tail(&b.log(), 60)
     );
-    let capsules = json_out(&b, &["capsule", "list"]);
+    let capsules = b.openstack_json(None, &["capsule", "list"]);
     assert_eq!(column(&capsules, "name"), ["zcap"], "{capsules}");
-    ok(&b, &["capsule", "delete", "zcap"]);
+    b.openstack_ok(None, &["capsule", "delete", "zcap"]);
     let gone = wait_for_opt(Duration::from_secs(60), || {
-        let list = json_out(&b, &["capsule", "list"]);
+        let list = b.openstack_json(None, &["capsule", "list"]);
         list.as_array().unwrap().is_empty().then_some(())
     });
     assert!(gone.is_some(), "capsule zcap was never deleted");
 
     // create (not started) and delete, then delete --stop of the running one.
-    let created = json_out(
-        &b,
+    let created = b.openstack_json(
+        None,
         &[
             "appcontainer",
             "create",
@@ -553,20 +462,20 @@ fn the_appcontainer_command_set_works_against_berth() {
             "60",
         ],
     );
-    wait_status(&b, "zc2", "Created");
-    ok(
-        &b,
+    b.appcontainer_settled(None, "zc2", &["Created"], Duration::from_secs(90));
+    b.openstack_ok(
+        None,
         &["appcontainer", "delete", created["uuid"].as_str().unwrap()],
     );
-    ok(&b, &["appcontainer", "delete", "--stop", "zc1"]);
+    b.openstack_ok(None, &["appcontainer", "delete", "--stop", "zc1"]);
     let gone = wait_for_opt(Duration::from_secs(60), || {
-        let list = json_out(&b, &["appcontainer", "list"]);
+        let list = b.openstack_json(None, &["appcontainer", "list"]);
         list.as_array().unwrap().is_empty().then_some(())
     });
     assert!(
         gone.is_some(),
         "the containers were never deleted:\n{}",
-        tail(&b.log())
+        log_tail(&b.log(), 60)
     );
 }
 

@@ -25,9 +25,10 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 mod signing;
+mod specs;
 mod tls;
 
-const IMAGE: &str = "berth-test/busybox:latest";
+use specs::IMAGE;
 const CREDENTIAL: &str = "test-credential";
 /// Generous: the engine shares two cores with other builds.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -72,29 +73,9 @@ async fn agent_for(instance: Uuid, relay_url: &str, pki: &tls::TestPki) -> Agent
 }
 
 fn spec(command: &[&str]) -> ContainerSpec {
-    ContainerSpec {
-        uuid: Uuid::new_v4(),
-        image: IMAGE.to_owned(),
-        command: command.iter().map(|s| s.to_string()).collect(),
-        entrypoint: None,
-        environment: BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]),
-        labels: BTreeMap::from([("berth.test".to_owned(), "agent".to_owned())]),
-        workdir: None,
-        hostname: None,
-        cpu: 0.5,
-        memory_mib: 64,
-        ports: Vec::new(),
-        restart_policy: "no".to_owned(),
-        restart_max_retries: 0,
-        interactive: false,
-        tty: false,
-        auto_remove: false,
-        stdin_once: false,
-        user: None,
-        privileges: None,
-        infra: None,
-        registry_auth: None,
-    }
+    let mut spec = specs::container_spec("agent", command);
+    spec.environment = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
+    spec
 }
 
 fn container(reply: Reply) -> ObservedContainer {

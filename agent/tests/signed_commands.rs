@@ -18,9 +18,9 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 mod signing;
+mod specs;
 mod tls;
 
-const IMAGE: &str = "berth-test/busybox:latest";
 /// Generous: the engine is shared with other builds and tests.
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -53,29 +53,7 @@ impl Drop for Cleanup {
 }
 
 fn spec() -> ContainerSpec {
-    ContainerSpec {
-        uuid: Uuid::new_v4(),
-        image: IMAGE.to_owned(),
-        command: vec!["sleep".to_owned(), "300".to_owned()],
-        entrypoint: None,
-        environment: BTreeMap::new(),
-        labels: BTreeMap::from([("berth.test".to_owned(), "signed".to_owned())]),
-        workdir: None,
-        hostname: None,
-        cpu: 0.5,
-        memory_mib: 64,
-        ports: Vec::new(),
-        restart_policy: "no".to_owned(),
-        restart_max_retries: 0,
-        interactive: false,
-        tty: false,
-        auto_remove: false,
-        stdin_once: false,
-        user: None,
-        privileges: None,
-        infra: None,
-        registry_auth: None,
-    }
+    specs::container_spec("signed", &["sleep", "300"])
 }
 
 /// The relay's end of one agent's connection.

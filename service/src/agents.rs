@@ -840,19 +840,7 @@ mod tests {
             let url = format!("wss://{}", listener.local_addr().unwrap());
             let key = crate::identity::keys::SigningKey::generate().unwrap();
             let signer = crate::command_signing::CommandSigner::new(&key, Duration::from_secs(60));
-            // The relay's TLS, as the real one: a server certificate of a test CA, and
-            // the service's client certificate of the same CA.
-            let day = Duration::from_secs(86_400);
-            let ca = berth_tls::Ca::generate("test", day).unwrap();
-            let relay_cert = ca.server_certificate(&["127.0.0.1".into()], day).unwrap();
-            let server =
-                berth_tls::ServerTls::from_pem(ca.pem(), &relay_cert.cert_pem, &relay_cert.key_pem)
-                    .unwrap();
-            let service = ca
-                .identity_certificate(berth_tls::Identity::Service, day)
-                .unwrap();
-            let tls = berth_tls::ClientTls::from_pem(ca.pem(), &service.cert_pem, &service.key_pem)
-                .unwrap();
+            let (server, tls) = relay_and_service_tls();
             let (agents, notes) =
                 Agents::start(vec![url], "credential".to_owned(), tls, signer, None);
             let (socket, _) = listener.accept().await.unwrap();
@@ -883,6 +871,23 @@ mod tests {
                 other => panic!("expected a stream open, got {other:?}"),
             }
         }
+    }
+
+    /// The relay's TLS, as the real one: a server certificate of a test CA, and the
+    /// service's client certificate of the same CA.
+    fn relay_and_service_tls() -> (berth_tls::ServerTls, berth_tls::ClientTls) {
+        let day = Duration::from_secs(86_400);
+        let ca = berth_tls::Ca::generate("test", day).unwrap();
+        let relay_cert = ca.server_certificate(&["127.0.0.1".into()], day).unwrap();
+        let server =
+            berth_tls::ServerTls::from_pem(ca.pem(), &relay_cert.cert_pem, &relay_cert.key_pem)
+                .unwrap();
+        let service = ca
+            .identity_certificate(berth_tls::Identity::Service, day)
+            .unwrap();
+        let tls =
+            berth_tls::ClientTls::from_pem(ca.pem(), &service.cert_pem, &service.key_pem).unwrap();
+        (server, tls)
     }
 
     fn open() -> StreamOpen {
@@ -1037,17 +1042,7 @@ mod tests {
         Agents,
         mpsc::Receiver<RelayNote>,
     ) {
-        let day = Duration::from_secs(86_400);
-        let ca = berth_tls::Ca::generate("test", day).unwrap();
-        let relay_cert = ca.server_certificate(&["127.0.0.1".into()], day).unwrap();
-        let server =
-            berth_tls::ServerTls::from_pem(ca.pem(), &relay_cert.cert_pem, &relay_cert.key_pem)
-                .unwrap();
-        let service = ca
-            .identity_certificate(berth_tls::Identity::Service, day)
-            .unwrap();
-        let tls =
-            berth_tls::ClientTls::from_pem(ca.pem(), &service.cert_pem, &service.key_pem).unwrap();
+        let (server, tls) = relay_and_service_tls();
         let key = crate::identity::keys::SigningKey::generate().unwrap();
         let signer = crate::command_signing::CommandSigner::new(&key, Duration::from_secs(60));
         let listeners = [
@@ -1083,35 +1078,23 @@ mod tests {
         }
     }
 
+    /// A command for the tests: inspect a container the agent does not know.
+    fn inspect() -> Command {
+        Command::Inspect {
+            container: Uuid::new_v4(),
+        }
+    }
+
     #[tokio::test]
     async fn a_command_goes_through_the_relay_the_database_names_and_fails_retriably_naming_it_when_that_relay_dies(
     ) {
-        use diesel::connection::SimpleConnection;
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("t.sqlite").display()
-        ))
-        .unwrap();
-        // One pooled SQLite connection: no instance row is needed without the key.
-        db.conn()
-            .unwrap()
-            .batch_execute("PRAGMA foreign_keys = OFF;")
-            .unwrap();
+        // No instance row is needed without the foreign key.
+        let (_dir, db) = crate::db::testing::sqlite_without_foreign_keys();
         let (urls, mut relays, agents, _notes) = two_relays(db.clone()).await;
         let instance = Uuid::new_v4();
 
         // Known nowhere: a retriable error at once, nothing sent.
-        let err = agents
-            .call(
-                instance,
-                None,
-                Command::Inspect {
-                    container: Uuid::new_v4(),
-                },
-            )
-            .await
-            .unwrap_err();
+        let err = agents.call(instance, None, inspect()).await.unwrap_err();
         assert_eq!(err.kind, AgentErrorKind::Unavailable);
         assert!(
             err.message.contains("not connected to any relay"),
@@ -1125,17 +1108,7 @@ mod tests {
             .await
             .unwrap();
         let caller = agents.clone();
-        let call = tokio::spawn(async move {
-            caller
-                .call(
-                    instance,
-                    None,
-                    Command::Inspect {
-                        container: Uuid::new_v4(),
-                    },
-                )
-                .await
-        });
+        let call = tokio::spawn(async move { caller.call(instance, None, inspect()).await });
         let (_, to) = next_command(&mut relays[1]).await;
         assert_eq!(to, instance);
 
@@ -1150,16 +1123,7 @@ mod tests {
         // The database still names the dead relay (the reconciler has not yet handled
         // the loss): a command now fails at once, naming it, instead of waiting in the
         // queue of a connection that is not up until the call times out.
-        let err = agents
-            .call(
-                instance,
-                None,
-                Command::Inspect {
-                    container: Uuid::new_v4(),
-                },
-            )
-            .await
-            .unwrap_err();
+        let err = agents.call(instance, None, inspect()).await.unwrap_err();
         assert_eq!(err.kind, AgentErrorKind::Unavailable);
         assert!(err.message.contains(&urls[1]), "{}", err.message);
         assert!(err.message.contains("is down"), "{}", err.message);

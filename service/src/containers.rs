@@ -626,14 +626,7 @@ pub async fn update(
             &[S::Created, S::Running, S::Stopped, S::Paused],
             "update",
         )?;
-        let instance = row
-            .instance_id
-            .as_deref()
-            .and_then(|i| Uuid::parse_str(i).ok())
-            .ok_or_else(|| {
-                ApiError::InvalidState(format!("Container {} is not placed on an instance", row.id))
-            })?;
-        let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
+        let (instance, container) = placement_or(row, "is not placed on an instance")?;
         let (id, project) = (row.id.clone(), row.project_id.clone());
         let (new_cpu, new_mem) = (cpu.map(CpuLimit::cores), memory.map(MemoryMib::mib));
         let previous = state
@@ -714,17 +707,7 @@ pub async fn logs(
         ],
         "logs",
     )?;
-    let instance = row
-        .instance_id
-        .as_deref()
-        .and_then(|i| Uuid::parse_str(i).ok())
-        .ok_or_else(|| {
-            ApiError::InvalidState(format!(
-                "Container {} was never placed; it has no logs.",
-                row.id
-            ))
-        })?;
-    let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
+    let (instance, container) = placement_or(row, "was never placed; it has no logs.")?;
     let cmd = Command::Logs {
         container,
         stdout: req.stdout,
@@ -805,17 +788,8 @@ impl Stats {
 /// container's status as its front door requires; a container that was never placed
 /// has no usage to read (409).
 pub async fn stats(state: &AppState, row: &ContainerRow, stream: bool) -> Result<Stats, ApiError> {
-    let instance = row
-        .instance_id
-        .as_deref()
-        .and_then(|i| Uuid::parse_str(i).ok())
-        .ok_or_else(|| {
-            ApiError::InvalidState(format!(
-                "Container {} was never placed; it has no resource usage to read.",
-                row.id
-            ))
-        })?;
-    let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
+    let (instance, container) =
+        placement_or(row, "was never placed; it has no resource usage to read.")?;
     let open = berth_proto::StreamOpen::Stats { container, stream };
     let stream = state
         .agents
@@ -840,16 +814,20 @@ pub const MAX_EXEC_OUTPUT: usize = 1 << 20;
 
 /// The instance and engine-side uuid of a placed container.
 pub fn placement_of(row: &ContainerRow) -> Result<(Uuid, Uuid), ApiError> {
+    placement_or(
+        row,
+        "is not placed on an instance yet; wait until it is created.",
+    )
+}
+
+/// The instance and engine-side uuid of a placed container; an unplaced one is a 409
+/// "Container <id> <unplaced>".
+fn placement_or(row: &ContainerRow, unplaced: &str) -> Result<(Uuid, Uuid), ApiError> {
     let instance = row
         .instance_id
         .as_deref()
         .and_then(|i| Uuid::parse_str(i).ok())
-        .ok_or_else(|| {
-            ApiError::InvalidState(format!(
-                "Container {} is not placed on an instance yet; wait until it is created.",
-                row.id
-            ))
-        })?;
+        .ok_or_else(|| ApiError::InvalidState(format!("Container {} {unplaced}", row.id)))?;
     let container = Uuid::parse_str(&row.id).map_err(|e| ApiError::Internal(e.into()))?;
     Ok((instance, container))
 }

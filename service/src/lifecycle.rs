@@ -243,9 +243,7 @@ impl Lifecycle {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             };
-            if let Err(e) = this.create(&id, action.as_deref()).await {
-                tracing::error!(container.id = %id, error = %e, "create could not be recorded");
-            }
+            until_recorded(&id, "create", || this.create(&id, action.as_deref())).await;
         });
     }
 
@@ -260,9 +258,7 @@ impl Lifecycle {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             };
-            if let Err(e) = this.operate(&id, &action, op).await {
-                tracing::error!(container.id = %id, error = %e, "operation could not be recorded");
-            }
+            until_recorded(&id, "operation", || this.operate(&id, &action, op.clone())).await;
         });
     }
 
@@ -276,9 +272,7 @@ impl Lifecycle {
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             };
-            if let Err(e) = this.delete(&id, stop_first).await {
-                tracing::error!(container.id = %id, error = %e, "delete could not be recorded");
-            }
+            until_recorded(&id, "delete", || this.delete(&id, stop_first)).await;
         });
     }
 
@@ -788,6 +782,20 @@ pub fn spec_from_row(row: &ContainerRow) -> ContainerSpec {
         infra: None,
         // Filled in from the container's registry when the create command is built.
         registry_auth: None,
+    }
+}
+
+/// Runs one container's `work` (a create, an operation or a delete) to the end. While the
+/// database is unavailable (restarting, unreachable) the work is run again from the start
+/// — each step is idempotent, and a finished one leaves nothing to do — so a container
+/// whose work met an outage is not left in a task state that nothing resumes.
+async fn until_recorded<F, Fut>(id: &str, what: &'static str, work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), DbError>>,
+{
+    if let Err(e) = crate::db::retry_while_unavailable(what, work).await {
+        tracing::error!(container.id = %id, operation = what, error = %e, "could not be recorded");
     }
 }
 

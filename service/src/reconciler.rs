@@ -39,10 +39,16 @@ use crate::state::AppState;
 /// Runs until the relay connections' notification channel closes.
 pub async fn run(state: AppState, mut notes: mpsc::Receiver<RelayNote>) {
     while let Some(note) = notes.recv().await {
-        let result = match note {
-            RelayNote::Message { relay, message } => handle(&state, &relay, *message).await,
-            RelayNote::Lost { relay } => relay_lost(&state, &relay).await,
-        };
+        // A report met by a database outage is recorded once the database is back (the
+        // reports behind it wait): dropping it would leave the database wrong until the
+        // agent happens to reconnect.
+        let result = crate::db::retry_while_unavailable("agent report", || async {
+            match note.clone() {
+                RelayNote::Message { relay, message } => handle(&state, &relay, *message).await,
+                RelayNote::Lost { relay } => relay_lost(&state, &relay).await,
+            }
+        })
+        .await;
         if let Err(e) = result {
             tracing::error!(error = %e, "could not record an agent report");
         }
@@ -392,23 +398,12 @@ async fn apply_event(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use diesel::connection::SimpleConnection;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
     async fn an_event_sent_again_after_a_reconnect_is_applied_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = crate::db::Db::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("t.sqlite").display()
-        ))
-        .unwrap();
-        // SQLite has one pooled connection: without the foreign key to `instances`
-        // on it, no instance row is needed.
-        db.conn()
-            .unwrap()
-            .batch_execute("PRAGMA foreign_keys = OFF;")
-            .unwrap();
+        // Without the foreign key to `instances`, no instance row is needed.
+        let (_dir, db) = crate::db::testing::sqlite_without_foreign_keys();
         let (instance, session) = (Uuid::new_v4(), Uuid::new_v4());
         let link = |relay: &'static str, session: Uuid| {
             let id = instance.to_string();

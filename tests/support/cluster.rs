@@ -20,14 +20,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{docker_lines, http, IMAGE};
+use super::external::bin;
+use super::{docker_lines, http, run_ok, IMAGE};
 
 /// Label (value `drills`) on everything a cluster makes.
 pub const LABEL_TEST: &str = "berth.test";
@@ -342,19 +343,6 @@ pub struct Cluster {
     admin_password: String,
 }
 
-fn bin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_berth"))
-        .parent()
-        .unwrap()
-        .join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build --workspace --bins` (scripts/test does)",
-        p.display()
-    );
-    p
-}
-
 /// A free TCP port on `ip` (bound, then released).
 fn free_port_on(ip: &str) -> u16 {
     std::net::TcpListener::bind((ip, 0))
@@ -362,18 +350,6 @@ fn free_port_on(ip: &str) -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn run_ok(cmd: &mut Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs `docker` and expects success; returns stdout.
@@ -481,13 +457,8 @@ impl Cluster {
             "--agent-tls-dir",
             &host_tls_dir.display().to_string(),
         ]);
-        let field = |k: &str| {
-            registered
-                .lines()
-                .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                .unwrap_or_else(|| panic!("register-host printed no {k}: {registered}"))
-                .to_owned()
-        };
+        let registered = super::external::RegisteredHost(registered);
+        let field = |k: &str| registered.field(k);
         let host_instance = field("instance");
         let credential = field("credential");
         let service_key = field("service_key");

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use super::{free_port, http, osc_path, wait_for};
+use super::{free_port, http, osc_path, run_ok, wait_for};
 
 /// How to run berth-service against Keystone.
 pub struct ExternalOptions<'a> {
@@ -73,6 +73,49 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// What `berth-service register-host` printed: `key=value` lines.
+pub struct RegisteredHost(pub String);
+
+impl RegisteredHost {
+    /// The value of `key`; a panic if it was not printed.
+    pub fn field(&self, key: &str) -> String {
+        self.0
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("register-host printed no {key}: {}", self.0))
+            .to_owned()
+    }
+
+    /// berth-agent of this host, connecting to the relay on `relay_port` with the
+    /// instance, credential, service key and TLS that register-host printed.
+    pub fn agent(&self, relay_port: u16) -> Command {
+        let mut agent = Command::new(bin("berth-agent"));
+        agent
+            .env(
+                "BERTH_AGENT_RELAY_URL",
+                format!("wss://127.0.0.1:{relay_port}"),
+            )
+            .env("BERTH_AGENT_CREDENTIAL", self.field("credential"))
+            .env("BERTH_AGENT_SERVICE_KEY", self.field("service_key"))
+            .env("BERTH_AGENT_CA_CERT", self.field("ca_cert"))
+            .env("BERTH_AGENT_TLS_CERT", self.field("tls_cert"))
+            .env("BERTH_AGENT_TLS_KEY", self.field("tls_key"))
+            .env("BERTH_AGENT_INSTANCE", self.field("instance"));
+        agent
+    }
+}
+
+/// berth-relay on `relay_port`, with the deployment's CA directory `pki` and the
+/// service's credential public key `key` (`berth-service relay-key`).
+pub fn relay(relay_port: u16, pki: &Path, key: &Path) -> Command {
+    let mut relay = Command::new(bin("berth-relay"));
+    relay
+        .env("BERTH_RELAY_LISTEN", format!("127.0.0.1:{relay_port}"))
+        .env("BERTH_RELAY_CREDENTIAL_PUBLIC_KEY", key)
+        .env("BERTH_RELAY_TLS_DIR", pki);
+    relay
+}
+
 /// berth-service (and, with a host, berth-relay and berth-agent) as separate processes.
 pub struct ExternalStack {
     pub dir: tempfile::TempDir,
@@ -113,15 +156,7 @@ impl ExternalStack {
             }
             cmd
         };
-        let run = |args: &[&str]| {
-            let out = service(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "berth-service {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let run = |args: &[&str]| run_ok(&mut service(args), &format!("berth-service {args:?}"));
         let log = |name: &str| File::create(dir.path().join(name)).unwrap();
         let mut procs = Procs(Vec::new());
         let mut instance = None;
@@ -143,38 +178,17 @@ impl ExternalStack {
                 "--agent-tls-dir",
                 agent_tls.to_str().unwrap(),
             ]);
-            let field = |k: &str| {
-                host.lines()
-                    .find_map(|l| l.strip_prefix(&format!("{k}=")))
-                    .unwrap_or_else(|| panic!("register-host printed no {k}: {host}"))
-                    .to_owned()
-            };
-            let (id, credential) = (field("instance"), field("credential"));
+            let host = RegisteredHost(host);
+            let id = host.field("instance");
             procs.0.push(
-                Command::new(bin("berth-relay"))
-                    .env("BERTH_RELAY_LISTEN", format!("127.0.0.1:{relay_port}"))
-                    .env(
-                        "BERTH_RELAY_CREDENTIAL_PUBLIC_KEY",
-                        dir.path().join("relay.pem"),
-                    )
-                    .env("BERTH_RELAY_TLS_DIR", &pki)
+                relay(relay_port, &pki, &dir.path().join("relay.pem"))
                     .stdout(Stdio::null())
                     .stderr(log("relay.log"))
                     .spawn()
                     .unwrap(),
             );
-            let mut agent = Command::new(bin("berth-agent"));
+            let mut agent = host.agent(relay_port);
             agent
-                .env(
-                    "BERTH_AGENT_RELAY_URL",
-                    format!("wss://127.0.0.1:{relay_port}"),
-                )
-                .env("BERTH_AGENT_CREDENTIAL", &credential)
-                .env("BERTH_AGENT_SERVICE_KEY", field("service_key"))
-                .env("BERTH_AGENT_CA_CERT", field("ca_cert"))
-                .env("BERTH_AGENT_TLS_CERT", field("tls_cert"))
-                .env("BERTH_AGENT_TLS_KEY", field("tls_key"))
-                .env("BERTH_AGENT_INSTANCE", &id)
                 .env("BERTH_AGENT_STATE_DIR", dir.path().join("agent-state"))
                 .stdout(Stdio::null())
                 .stderr(log("agent.log"));

@@ -14,6 +14,7 @@ use serde_json::Value;
 pub mod cluster;
 pub mod docker;
 pub mod external;
+pub mod openstack;
 
 /// The image the test set-up builds (`scripts/build-test-image`).
 pub const IMAGE: &str = "berth-test/busybox:latest";
@@ -424,6 +425,19 @@ pub fn docker_inspect(uuid: &str, format: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// Runs `cmd` (`what` names it), which must succeed; returns its stdout.
+pub fn run_ok(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The stdout of a client run (`what`) that had to succeed; otherwise a panic with its
 /// output and `log` (the deployment's log, or the part of it that helps).
 pub fn success_stdout(what: &str, out: Output, log: &str) -> String {
@@ -436,6 +450,12 @@ pub fn success_stdout(what: &str, out: Output, log: &str) -> String {
         log
     );
     String::from_utf8(out.stdout).expect("the client prints UTF-8")
+}
+
+/// The last `lines` lines of `log`.
+pub fn log_tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A free TCP port on loopback (bound, then released).
@@ -583,14 +603,24 @@ impl Berth {
         cmd.output().expect("osc runs")
     }
 
+    /// Runs `osc ... -f json` as `user`, which must succeed; returns the parsed output.
+    pub fn osc_json_as(&self, user: &ProjectUser, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-f", "json"]);
+        let out = success_stdout(
+            &format!("osc {args:?}"),
+            self.osc_as(user, &all),
+            &self.log(),
+        );
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("osc {args:?} printed non-JSON ({e}): {out}"))
+    }
+
     /// A token for `user`, through the identity API.
     pub fn token_as(&self, user: &ProjectUser) -> String {
         let out = self.osc_as(user, &["token-issue", "-f", "value", "-c", "id"]);
-        assert!(
-            out.status.success(),
-            "token-issue: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        success_stdout("osc token-issue", out, &self.log())
+            .trim()
+            .to_owned()
     }
 }

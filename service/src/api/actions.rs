@@ -6,6 +6,7 @@
 use actix_web::{web, HttpResponse};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use crate::containers::{find, Scope};
 use crate::db::zun;
@@ -23,9 +24,7 @@ pub async fn show(
     ctx: RequestContext,
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:actions", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "container:actions")?;
     let (ident, request_id) = path.into_inner();
     let row = find(&state, &ctx, &ident, Scope::Own).await?;
     let container = row.id.clone();

@@ -8,11 +8,11 @@ use std::collections::BTreeSet;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use crate::db::monitor;
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Registers the route (relative to `/v1`).
@@ -25,9 +25,7 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("availability_zones:get_all", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "availability_zones:get_all")?;
     Params::parse(&req, b"")?.only(&["limit", "marker", "sort_key", "sort_dir"])?;
     let rows = state.db.run(monitor::live_instances).await?;
     let mut zones: BTreeSet<String> = rows

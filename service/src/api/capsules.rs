@@ -14,6 +14,7 @@ use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use berth_proto::pod::{ContainerState, PodContainer, PodRestartPolicy, PodSpec, PodStatus};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::{require_json, Params};
 use super::version::ApiVersion;
@@ -75,9 +76,7 @@ async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("capsule:create", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "capsule:create")?;
     require_json(&req)?;
     Params::parse(&req, b"")?.only(&[])?;
     let template = template_of(&body)?;
@@ -104,16 +103,15 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("capsule:get_all", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["limit", "marker", "sort_key", "sort_dir", "all_projects"])?;
+    enforce_own(&state, &ctx, "capsule:get_all")?;
+    let p = Params::parse_only(
+        &req,
+        b"",
+        &["limit", "marker", "sort_key", "sort_dir", "all_projects"],
+    )?;
     let all_projects = p.bool("all_projects", false)?;
     if all_projects {
-        state
-            .policy
-            .enforce("capsule:get_all_all_projects", &ctx, &Target::own(&ctx))?;
+        enforce_own(&state, &ctx, "capsule:get_all_all_projects")?;
     }
     let limit = p.page_limit()?;
     let project = (!all_projects).then(|| ctx.project_id.clone());
@@ -139,11 +137,8 @@ async fn show(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("capsule:get", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["all_projects"])?;
+    enforce_own(&state, &ctx, "capsule:get")?;
+    let p = Params::parse_only(&req, b"", &["all_projects"])?;
     let scope = Scope::of(
         p.bool("all_projects", false)?,
         "capsule:get_one_all_projects",
@@ -164,9 +159,7 @@ async fn update(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("capsule:update", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "capsule:update")?;
     require_json(&req)?;
     Params::parse(&req, b"")?.only(&[])?;
     let template = template_of(&body)?;
@@ -182,11 +175,8 @@ async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("capsule:delete", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["all_projects"])?;
+    enforce_own(&state, &ctx, "capsule:delete")?;
+    let p = Params::parse_only(&req, b"", &["all_projects"])?;
     let scope = Scope::of(
         p.bool("all_projects", false)?,
         "capsule:delete_all_projects",

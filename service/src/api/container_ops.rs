@@ -8,6 +8,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::{flex_i64, Params};
 use super::version::{self, ApiVersion};
@@ -15,7 +16,6 @@ use super::zun_ws;
 use crate::containers::{self as service, find, require_status, Scope};
 use crate::domain::{ContainerName, ContainerStatus, ImageRef};
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Registers the routes (relative to `/v1`).
@@ -38,11 +38,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// Base64 of archives from microversion 1.25 on; raw (Latin-1) text before.
 const BASE64_ARCHIVES: ApiVersion = ApiVersion(1, 25);
-
-fn enforce(state: &AppState, ctx: &RequestContext, rule: &str) -> Result<(), ApiError> {
-    state.policy.enforce(rule, ctx, &Target::own(ctx))?;
-    Ok(())
-}
 
 /// `h` and `w` of a TTY size, each 1 to 65535 (Zun's schema wants positive integers).
 fn tty_size(p: &Params) -> Result<(u16, u16), ApiError> {
@@ -70,9 +65,8 @@ async fn execute(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:execute")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["command", "run", "interactive"])?;
+    enforce_own(&state, &ctx, "container:execute")?;
+    let p = Params::parse_only(&req, &body, &["command", "run", "interactive"])?;
     let run = p.bool("run", true)?;
     let interactive = p.bool("interactive", false)?;
     let command = p.str("command").unwrap_or_default();
@@ -111,9 +105,8 @@ async fn execute_resize(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:execute_resize")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["exec_id", "h", "w"])?;
+    enforce_own(&state, &ctx, "container:execute_resize")?;
+    let p = Params::parse_only(&req, &body, &["exec_id", "h", "w"])?;
     let exec_id = p
         .str("exec_id")
         .ok_or_else(|| ApiError::BadRequest("'exec_id' is required".into()))?;
@@ -132,7 +125,7 @@ async fn attach(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:attach")?;
+    enforce_own(&state, &ctx, "container:attach")?;
     Params::parse(&req, b"")?.only(&[])?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     require_status(&row, &[ContainerStatus::Running], "attach")?;
@@ -153,9 +146,8 @@ async fn top(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:top")?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["ps_args"])?;
+    enforce_own(&state, &ctx, "container:top")?;
+    let p = Params::parse_only(&req, b"", &["ps_args"])?;
     let ps_args = p.str("ps_args").filter(|a| !a.trim().is_empty());
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     let (titles, processes) = service::top(&state, &row, ps_args).await?;
@@ -170,9 +162,8 @@ async fn resize(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:resize")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["h", "w"])?;
+    enforce_own(&state, &ctx, "container:resize")?;
+    let p = Params::parse_only(&req, &body, &["h", "w"])?;
     let (h, w) = tty_size(&p)?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     service::resize_tty(&state, &row, h, w).await?;
@@ -193,9 +184,8 @@ async fn rename(
         ApiVersion(1, 1),
         Some(ApiVersion(1, 13)),
     )?;
-    enforce(&state, &ctx, "container:rename")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["name"])?;
+    enforce_own(&state, &ctx, "container:rename")?;
+    let p = Params::parse_only(&req, &body, &["name"])?;
     let name = p
         .str("name")
         .ok_or_else(|| ApiError::BadRequest("'name' is required".into()))?;
@@ -242,9 +232,8 @@ async fn rebuild(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:rebuild")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["image", "image_driver"])?;
+    enforce_own(&state, &ctx, "container:rebuild")?;
+    let p = Params::parse_only(&req, &body, &["image", "image_driver"])?;
     if let Some(d) = p.str("image_driver") {
         if d != "docker" {
             return Err(ApiError::BadRequest(format!(
@@ -272,9 +261,8 @@ async fn commit(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:commit")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["repository", "tag"])?;
+    enforce_own(&state, &ctx, "container:commit")?;
+    let p = Params::parse_only(&req, &body, &["repository", "tag"])?;
     let repository = p
         .str("repository")
         .filter(|r| !r.is_empty())
@@ -324,9 +312,8 @@ async fn get_archive(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:get_archive")?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["path"])?;
+    enforce_own(&state, &ctx, "container:get_archive")?;
+    let p = Params::parse_only(&req, b"", &["path"])?;
     let file = archive_path(&p)?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     let (data, stat) = service::get_archive(&state, &row, &file).await?;
@@ -347,9 +334,8 @@ async fn put_archive(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    enforce(&state, &ctx, "container:put_archive")?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["path", "data"])?;
+    enforce_own(&state, &ctx, "container:put_archive")?;
+    let p = Params::parse_only(&req, &body, &["path", "data"])?;
     let dir = archive_path(&p)?;
     let text = p
         .str("data")

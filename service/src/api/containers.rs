@@ -7,6 +7,7 @@ use berth_proto::{PortBinding, Privileges};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::{flex_bool, flex_f64, flex_i64, require_json, Params};
 use super::views;
@@ -289,9 +290,7 @@ async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:create", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "container:create")?;
     require_json(&req)?;
     let query = Params::parse(&req, b"")?;
     query.only(&["run"])?;
@@ -308,9 +307,7 @@ async fn create(
     })?;
     let new = NewContainer::try_from(parsed)?;
     if new.privileges.is_some() {
-        state
-            .policy
-            .enforce("container:create:privileged", &ctx, &Target::own(&ctx))?;
+        enforce_own(&state, &ctx, "container:create:privileged")?;
     }
     let created = service::create(&state, &ctx, new, run).await?;
     let id = created.row.id.clone();
@@ -364,31 +361,30 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:get_all", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&[
-        "limit",
-        "marker",
-        "sort_key",
-        "sort_dir",
-        "all_projects",
-        "name",
-        "image",
-        "project_id",
-        "user_id",
-        "memory",
-        "host",
-        "task_state",
-        "status",
-        "auto_remove",
-    ])?;
+    enforce_own(&state, &ctx, "container:get_all")?;
+    let p = Params::parse_only(
+        &req,
+        b"",
+        &[
+            "limit",
+            "marker",
+            "sort_key",
+            "sort_dir",
+            "all_projects",
+            "name",
+            "image",
+            "project_id",
+            "user_id",
+            "memory",
+            "host",
+            "task_state",
+            "status",
+            "auto_remove",
+        ],
+    )?;
     let all_projects = p.bool("all_projects", false)?;
     if all_projects {
-        state
-            .policy
-            .enforce("container:get_all_all_projects", &ctx, &Target::own(&ctx))?;
+        enforce_own(&state, &ctx, "container:get_all_all_projects")?;
     }
     let limit = p.page_limit()?;
     let project = if all_projects {
@@ -422,11 +418,8 @@ async fn show(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:get_one", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["all_projects"])?;
+    enforce_own(&state, &ctx, "container:get_one")?;
+    let p = Params::parse_only(&req, b"", &["all_projects"])?;
     let scope = Scope::of(
         p.bool("all_projects", false)?,
         "container:get_one_all_projects",
@@ -452,7 +445,7 @@ async fn operation(
         Kind::Pause => "container:pause",
         Kind::Unpause => "container:unpause",
     };
-    state.policy.enforce(rule, &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, rule)?;
     let p = Params::parse(&req, &body)?;
     let op = match what {
         Kind::Start => {
@@ -535,11 +528,8 @@ async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:delete", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["force", "stop", "all_projects"])?;
+    enforce_own(&state, &ctx, "container:delete")?;
+    let p = Params::parse_only(&req, b"", &["force", "stop", "all_projects"])?;
     let v = super::version::of(&req);
     if p.get("force").is_some() {
         super::version::require_param(v, "force", super::version::ApiVersion(1, 7))?;
@@ -573,11 +563,8 @@ async fn update(
     body: web::Bytes,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:update", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["name", "cpu", "memory", "auto_heal"])?;
+    enforce_own(&state, &ctx, "container:update")?;
+    let p = Params::parse_only(&req, &body, &["name", "cpu", "memory", "auto_heal"])?;
     let name = p
         .str("name")
         .map(|n| ContainerName::parse(&n))
@@ -615,11 +602,12 @@ async fn logs(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:logs", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["stdout", "stderr", "timestamps", "tail", "since"])?;
+    enforce_own(&state, &ctx, "container:logs")?;
+    let p = Params::parse_only(
+        &req,
+        b"",
+        &["stdout", "stderr", "timestamps", "tail", "since"],
+    )?;
     let mut stdout = p.bool("stdout", true)?;
     let mut stderr = p.bool("stderr", true)?;
     if !stdout && !stderr {
@@ -684,9 +672,7 @@ async fn actions(
     ctx: RequestContext,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:actions", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "container:actions")?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     let id = row.id.clone();
     let rows = state.db.run(move |c| q::actions_of(c, &id)).await?;

@@ -10,13 +10,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use super::views::zun_time;
 use crate::db::docker_credentials::{self, DockerCredentialRow};
 use crate::docker_api::certs::{ClientSubject, IssueError};
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Largest CSR accepted (an RSA-4096 CSR is under 2 KiB).
@@ -57,9 +57,7 @@ async fn create(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("docker:credentials:create", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "docker:credentials:create")?;
     Params::parse(&req, b"")?.only(&[])?;
     let Some(issuer) = state.docker_issuer.clone() else {
         return Err(ApiError::Unavailable(
@@ -123,9 +121,7 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("docker:credentials:get_all", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "docker:credentials:get_all")?;
     Params::parse(&req, b"")?.only(&[])?;
     let project = ctx.project_id.clone();
     let rows = state
@@ -141,9 +137,7 @@ async fn revoke(
     ctx: RequestContext,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("docker:credentials:delete", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "docker:credentials:delete")?;
     let fingerprint = path.into_inner().to_ascii_lowercase();
     let project = ctx.project_id.clone();
     let fp = fingerprint.clone();

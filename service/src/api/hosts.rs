@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use super::version::ApiVersion;
@@ -14,7 +15,6 @@ use super::views::zun_time;
 use crate::db::models::InstanceRow;
 use crate::db::monitor::{self, Usage};
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// The first microversion with hosts.
@@ -92,12 +92,9 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("host:get_all", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "host:get_all")?;
     let v = require_version(&req)?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["limit", "marker", "sort_key", "sort_dir"])?;
+    Params::parse_only(&req, b"", &["limit", "marker", "sort_key", "sort_dir"])?;
     let (rows, usage) = state
         .db
         .run(|c| Ok((monitor::live_instances(c)?, monitor::usage(c)?)))
@@ -118,7 +115,7 @@ async fn show(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state.policy.enforce("host:get", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "host:get")?;
     let v = require_version(&req)?;
     Params::parse(&req, b"")?.only(&[])?;
     let key = path.into_inner();

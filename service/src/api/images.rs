@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::{require_json, Params};
 use crate::agents::StreamEvent;
@@ -21,7 +22,6 @@ use crate::containers::agent_error;
 use crate::db::instances;
 use crate::db::models::InstanceRow;
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Registers the routes (relative to `/v1`).
@@ -163,11 +163,8 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("image:get_all", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["limit", "marker", "sort_key", "sort_dir"])?;
+    enforce_own(&state, &ctx, "image:get_all")?;
+    let p = Params::parse_only(&req, b"", &["limit", "marker", "sort_key", "sort_dir"])?;
     let limit = p.page_limit()?;
     let marker = p.str("marker");
     let rows = all_rows(&state, &ctx).await?;
@@ -208,9 +205,7 @@ async fn show(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("image:get_one", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "image:get_one")?;
     Params::parse(&req, b"")?.only(&[])?;
     let row = find(&state, &ctx, &path).await?;
     Ok(HttpResponse::Ok().json(view(&state.public_url, &ctx, &row)))
@@ -222,19 +217,20 @@ async fn pull(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("image:pull", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "image:pull")?;
     require_json(&req)?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&[
-        "repo",
-        "host",
-        "tag",
-        "image_id",
-        "size",
-        "image_pull_policy",
-    ])?;
+    let p = Params::parse_only(
+        &req,
+        &body,
+        &[
+            "repo",
+            "host",
+            "tag",
+            "image_id",
+            "size",
+            "image_pull_policy",
+        ],
+    )?;
     let Some(repo) = p.str("repo").filter(|r| !r.trim().is_empty()) else {
         return Err(ApiError::BadRequest(
             "repo is required: the image to pull, name[:tag], e.g. busybox:latest".into(),
@@ -311,9 +307,7 @@ async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("image:delete", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "image:delete")?;
     Params::parse(&req, b"")?.only(&[])?;
     let row = find(&state, &ctx, &path).await?;
     let reference = format!("{}:{}", row.repo, row.tag);
@@ -339,11 +333,8 @@ async fn search(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("image:search", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["image_driver", "exact_match"])?;
+    enforce_own(&state, &ctx, "image:search")?;
+    let p = Params::parse_only(&req, b"", &["image_driver", "exact_match"])?;
     p.bool("exact_match", false)?;
     Err(ApiError::NotImplemented(format!(
         "Searching for image {} is not available: Berth does not query Docker Hub or Glance. Pull the image by name (POST /v1/images) or create a container with it.",

@@ -5,13 +5,13 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use super::views::zun_time;
 use crate::db::models::InstanceRow;
 use crate::db::monitor::{self, Usage};
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Registers the instance routes (relative to `/v1`).
@@ -52,9 +52,7 @@ async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     // Whoever may list the project's containers may see where they run.
-    state
-        .policy
-        .enforce("container:get_all", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "container:get_all")?;
     Params::parse(&req, b"")?.only(&[])?;
     let project = ctx.project_id.clone();
     let (rows, usage) = state

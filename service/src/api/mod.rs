@@ -49,6 +49,19 @@ const RESOURCES: &[&str] = &[
 
 /// Registers `/`, `/v1` and everything under `/v1`, and the same resources without the
 /// prefix, as Zun serves them. A trailing `/` is ignored (`/v1/containers/`).
+/// Refuses, in Zun's words, unless policy lets the caller do `rule` in its own project:
+/// the opening of most handlers.
+pub(crate) fn enforce_own(
+    state: &AppState,
+    ctx: &crate::identity::RequestContext,
+    rule: &str,
+) -> Result<(), ApiError> {
+    state
+        .policy
+        .enforce(rule, ctx, &crate::policy::Target::own(ctx))?;
+    Ok(())
+}
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(root))
         .service(

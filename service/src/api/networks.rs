@@ -12,6 +12,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use super::version::{self, ApiVersion};
@@ -19,7 +20,6 @@ use super::views;
 use crate::containers::{find, Scope};
 use crate::db::instances;
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Registers the routes (relative to `/v1`).
@@ -53,9 +53,7 @@ async fn list(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let v = version::require_route(&req, "network_list", ApiVersion(1, 13), None)?;
-    state
-        .policy
-        .enforce("container:get_one", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "container:get_one")?;
     Params::parse(&req, b"")?.only(&[])?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     let inst = match row.instance_id.clone() {
@@ -119,11 +117,8 @@ async fn attach(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "network_attach", ApiVersion(1, 8), None)?;
-    state
-        .policy
-        .enforce("container:network_attach", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["network", "port", "fixed_ip"])?;
+    enforce_own(&state, &ctx, "container:network_attach")?;
+    let p = Params::parse_only(&req, &body, &["network", "port", "fixed_ip"])?;
     network_or_port(&p)?;
     find(&state, &ctx, &path, Scope::Own).await?;
     Err(no_neutron("Attaching a network"))
@@ -137,11 +132,8 @@ async fn detach(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "network_detach", ApiVersion(1, 6), None)?;
-    state
-        .policy
-        .enforce("container:network_detach", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["network", "port"])?;
+    enforce_own(&state, &ctx, "container:network_detach")?;
+    let p = Params::parse_only(&req, &body, &["network", "port"])?;
     network_or_port(&p)?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     // A container has one network, `berth`, and no ports: anything else is not
@@ -176,9 +168,8 @@ async fn security_group(
         ApiVersion(1, 1),
         Some(ApiVersion(1, 14)),
     )?;
-    state.policy.enforce(rule, &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["name"])?;
+    enforce_own(&state, &ctx, rule)?;
+    let p = Params::parse_only(&req, &body, &["name"])?;
     if p.str("name").is_none() {
         return Err(ApiError::BadRequest(
             "name is required: the security group to add or remove".into(),
@@ -231,11 +222,8 @@ async fn create_network(
     req: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("network:create", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, &body)?;
-    p.only(&["neutron_net_id", "name"])?;
+    enforce_own(&state, &ctx, "network:create")?;
+    let p = Params::parse_only(&req, &body, &["neutron_net_id", "name"])?;
     let _: Option<&Value> = p.get("neutron_net_id");
     Err(no_neutron("Registering a Neutron network"))
 }
@@ -247,8 +235,6 @@ async fn delete_network(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "DELETE /v1/networks", ApiVersion(1, 27), None)?;
-    state
-        .policy
-        .enforce("network:delete", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "network:delete")?;
     Err(no_neutron("Deleting a Neutron network"))
 }

@@ -49,6 +49,13 @@ impl Params {
         Ok(Params(map))
     }
 
+    /// [`Params::parse`], then [`Params::only`]`(known)`: the opening of most handlers.
+    pub fn parse_only(req: &HttpRequest, body: &[u8], known: &[&str]) -> Result<Params, ApiError> {
+        let p = Params::parse(req, body)?;
+        p.only(known)?;
+        Ok(p)
+    }
+
     /// Refuses any parameter not in `known`.
     pub fn only(&self, known: &[&str]) -> Result<(), ApiError> {
         let unknown: Vec<&str> = self

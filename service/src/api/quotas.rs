@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde_json::{json, Map, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use super::version::ApiVersion;
@@ -124,8 +125,7 @@ async fn get(
     state
         .policy
         .enforce("quota:get", &ctx, &Target::project(&project))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&["usages"])?;
+    let p = Params::parse_only(&req, b"", &["usages"])?;
     let usages = p.bool("usages", false)?;
     let (limits, usage) = state
         .db
@@ -212,9 +212,7 @@ async fn class_get(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_version(&req)?;
-    state
-        .policy
-        .enforce("quota_class:get", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "quota_class:get")?;
     let class = path.into_inner();
     check_id("quota class name", &class)?;
     Params::parse(&req, b"")?.only(&[])?;
@@ -230,9 +228,7 @@ async fn class_update(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     require_version(&req)?;
-    state
-        .policy
-        .enforce("quota_class:update", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "quota_class:update")?;
     let class = path.into_inner();
     check_id("quota class name", &class)?;
     let values = parse_values(&Params::parse(&req, &body)?)?;

@@ -9,13 +9,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::{require_json, Params};
 use super::version::{self, ApiVersion};
 use crate::db::now;
 use crate::db::zun::{self, RegistryChange, RegistryFilter, RegistryRow};
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 const SINCE: ApiVersion = ApiVersion(1, 30);
@@ -105,9 +105,7 @@ async fn create(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "registries", SINCE, None)?;
-    state
-        .policy
-        .enforce("registry:create", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "registry:create")?;
     require_json(&req)?;
     let f = parse_body(&body)?;
     let Some(domain) = f.domain else {
@@ -147,27 +145,26 @@ async fn list(
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "registries", SINCE, None)?;
-    state
-        .policy
-        .enforce("registry:get_all", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&[
-        "limit",
-        "marker",
-        "sort_key",
-        "sort_dir",
-        "all_projects",
-        "name",
-        "domain",
-        "username",
-        "project_id",
-        "user_id",
-    ])?;
+    enforce_own(&state, &ctx, "registry:get_all")?;
+    let p = Params::parse_only(
+        &req,
+        b"",
+        &[
+            "limit",
+            "marker",
+            "sort_key",
+            "sort_dir",
+            "all_projects",
+            "name",
+            "domain",
+            "username",
+            "project_id",
+            "user_id",
+        ],
+    )?;
     let all = p.bool("all_projects", false)?;
     if all {
-        state
-            .policy
-            .enforce("registry:get_all_all_projects", &ctx, &Target::own(&ctx))?;
+        enforce_own(&state, &ctx, "registry:get_all_all_projects")?;
     }
     let limit = p.page_limit()?;
     let project = if all {
@@ -271,9 +268,7 @@ async fn show(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "registries", SINCE, None)?;
-    state
-        .policy
-        .enforce("registry:get_one", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "registry:get_one")?;
     Params::parse(&req, b"")?.only(&[])?;
     let row = find(&state, &ctx, &path).await?;
     Ok(HttpResponse::Ok().json(json!({"registry": view(&state.public_url, &row)})))
@@ -287,9 +282,7 @@ async fn update(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "registries", SINCE, None)?;
-    state
-        .policy
-        .enforce("registry:update", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "registry:update")?;
     let f = parse_body(&body)?;
     let row = find(&state, &ctx, &path).await?;
     let password = seal(&state, &row.id, f.password)?;
@@ -315,9 +308,7 @@ async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     version::require_route(&req, "registries", SINCE, None)?;
-    state
-        .policy
-        .enforce("registry:delete", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "registry:delete")?;
     Params::parse(&req, b"")?.only(&["all_projects"])?;
     let row = find(&state, &ctx, &path).await?;
     let id = row.id.clone();

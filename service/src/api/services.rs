@@ -10,12 +10,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use super::views::zun_time;
 use crate::db::monitor;
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// The binary name of the Berth service's own row.
@@ -120,9 +120,7 @@ async fn list(
     ctx: RequestContext,
     req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("zun-service:get_all", &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, "zun-service:get_all")?;
     Params::parse(&req, b"")?.only(&["limit", "marker", "sort_key", "sort_dir"])?;
     let services = rows(&state).await?;
     Ok(HttpResponse::Ok().json(json!({"services": services})))
@@ -155,7 +153,7 @@ async fn refuse(
     known: &[&str],
     what: &str,
 ) -> Result<HttpResponse, ApiError> {
-    state.policy.enforce(rule, &ctx, &Target::own(&ctx))?;
+    enforce_own(&state, &ctx, rule)?;
     let p = Params::parse(&req, &body)?;
     p.only(known)?;
     if let Some(v) = p.get("forced_down") {

@@ -8,12 +8,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
+use super::enforce_own;
 use super::error::ApiError;
 use super::params::Params;
 use crate::containers::{self as service, find, Scope};
 use crate::domain::ContainerStatus;
 use crate::identity::RequestContext;
-use crate::policy::Target;
 use crate::state::AppState;
 
 /// Registers the stats route (relative to `/v1`).
@@ -27,11 +27,8 @@ async fn stats(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    state
-        .policy
-        .enforce("container:stats", &ctx, &Target::own(&ctx))?;
-    let p = Params::parse(&req, b"")?;
-    p.only(&[])?;
+    enforce_own(&state, &ctx, "container:stats")?;
+    Params::parse_only(&req, b"", &[])?;
     let row = find(&state, &ctx, &path, Scope::Own).await?;
     service::require_status(&row, &[ContainerStatus::Running], "stats")?;
     let mut readings = service::stats(&state, &row, false).await?;

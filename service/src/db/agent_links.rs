@@ -203,13 +203,7 @@ mod tests {
     /// A fresh SQLite database; instance rows are not needed for these queries, so the
     /// foreign key to `instances` is switched off on this connection.
     fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("t.sqlite").display()
-        ))
-        .unwrap();
-        (dir, db)
+        crate::db::testing::sqlite()
     }
 
     fn conn(db: &Db) -> diesel::r2d2::PooledConnection<crate::db::Manager> {

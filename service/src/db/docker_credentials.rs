@@ -90,7 +90,6 @@ pub fn revoke(conn: &mut DbConnection, project: &str, fingerprint: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
 
     fn row(fingerprint: &str, project: &str, expires_at: NaiveDateTime) -> DockerCredentialRow {
         DockerCredentialRow {
@@ -107,12 +106,7 @@ mod tests {
 
     #[test]
     fn a_fingerprint_is_found_until_it_expires_or_is_revoked_by_its_own_project() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("t.sqlite").display()
-        ))
-        .unwrap();
+        let (_dir, db) = crate::db::testing::sqlite();
         let mut conn = db.conn().unwrap();
         let later = now() + chrono::Duration::days(1);
         let earlier = now() - chrono::Duration::seconds(1);

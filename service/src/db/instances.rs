@@ -253,12 +253,7 @@ pub(crate) mod tests {
 
     /// A fresh SQLite database with projects `p1` and `p2`.
     pub(crate) fn db() -> (tempfile::TempDir, Db) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("t.sqlite").display()
-        ))
-        .unwrap();
+        let (dir, db) = crate::db::testing::sqlite();
         let mut conn = db.conn().unwrap();
         for p in ["p1", "p2"] {
             identity::insert_project(

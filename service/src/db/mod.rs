@@ -35,6 +35,33 @@ pub enum DbConnection {
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 
+/// Runs `work` again and again while it fails with [`DbError::Unavailable`], pausing
+/// 250 ms, doubling to 5 s, between runs; returns its first other result. For work that
+/// must not be dropped during a database outage (a restart, a lost connection) and is
+/// safe to run again from the start.
+pub async fn retry_while_unavailable<T, F, Fut>(what: &str, mut work: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    let mut pause = std::time::Duration::from_millis(250);
+    loop {
+        match work().await {
+            Err(DbError::Unavailable(e)) => {
+                tracing::warn!(
+                    work = what,
+                    error = %e,
+                    retry.after_ms = pause.as_millis() as u64,
+                    "the database is unavailable; running the work again shortly"
+                );
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// Why the database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -255,6 +282,35 @@ pub fn now() -> chrono::NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 
+/// Databases for unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::Db;
+    use diesel::connection::SimpleConnection;
+
+    /// A fresh SQLite database in a temporary directory (keep the directory).
+    pub(crate) fn sqlite() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&format!(
+            "sqlite://{}",
+            dir.path().join("t.sqlite").display()
+        ))
+        .unwrap();
+        (dir, db)
+    }
+
+    /// [`sqlite`] with the foreign keys off on its one pooled connection: rows that
+    /// reference an instance need no instance row.
+    pub(crate) fn sqlite_without_foreign_keys() -> (tempfile::TempDir, Db) {
+        let (dir, db) = sqlite();
+        db.conn()
+            .unwrap()
+            .batch_execute("PRAGMA foreign_keys = OFF;")
+            .unwrap();
+        (dir, db)
+    }
+}
+
 #[cfg(test)]
 mod unavailable_tests {
     use super::*;
@@ -262,6 +318,33 @@ mod unavailable_tests {
 
     fn db_error(kind: DatabaseErrorKind, message: &str) -> Error {
         Error::DatabaseError(kind, Box::new(message.to_owned()))
+    }
+
+    #[tokio::test]
+    async fn work_met_by_an_outage_runs_again_until_the_database_answers() {
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let result = retry_while_unavailable("test", || async {
+            match runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => Err(DbError::Unavailable("restarting".to_owned())),
+                n => Ok(n),
+            }
+        })
+        .await;
+        assert_eq!(
+            result.unwrap(),
+            2,
+            "two outages, then the third run answers"
+        );
+
+        // Any other failure ends it at once.
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let result: Result<(), DbError> = retry_while_unavailable("test", || async {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(DbError::Query(Error::NotFound))
+        })
+        .await;
+        assert!(matches!(result, Err(DbError::Query(Error::NotFound))));
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[test]
