@@ -424,6 +424,24 @@ fn sh_quote(s: &str) -> String {
 
 /// `openstack ARGS` on a pseudo-terminal (util-linux `script`), as a person runs
 /// `appcontainer attach` or `exec --interactive`.
+/// Types `line` into `client` until its output shows `expect`. The client switches its
+/// terminal to raw mode only after it printed that it is connected, and that switch
+/// flushes what was typed before (as on any terminal), so the first line may be lost;
+/// typing it again is harmless here.
+fn type_until(client: &mut Spawned, line: &[u8], expect: &str) {
+    for _ in 0..6 {
+        client.send(line);
+        if wait_for_opt(Duration::from_secs(5), || {
+            client.stdout().contains(expect).then_some(())
+        })
+        .is_some()
+        {
+            return;
+        }
+    }
+    client.expect(expect, Duration::from_secs(1));
+}
+
 fn openstack_pty(b: &Berth, args: &[&str]) -> Spawned {
     let line = std::iter::once(openstack_path().display().to_string())
         .chain(args.iter().map(|a| sh_quote(a)))
@@ -485,8 +503,7 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
     // Type only once the shell prompts: a starting shell may discard what was typed
     // ahead on its terminal, as on any terminal.
     exec.expect("# ", Duration::from_secs(30));
-    exec.send(b"echo exec-$((6*7))\r");
-    exec.expect("exec-42", Duration::from_secs(30));
+    type_until(&mut exec, b"echo exec-$((6*7))\r", "exec-42");
     // The TTY size the client set through execute_resize (40x120 from `script`).
     exec.send(b"stty size\r");
     exec.expect("40 120", Duration::from_secs(30));
@@ -501,8 +518,7 @@ fn openstack_appcontainer_exec_attach_cp_commit_and_rebuild_work() {
     assert!(url.starts_with("ws://") && url.contains("token="), "{url}");
     let mut attach = openstack_pty(&b, &["appcontainer", "attach", "ops-cli"]);
     attach.expect("connected to ops-cli", Duration::from_secs(60));
-    attach.send(b"echo attached-$((1+1))\r");
-    attach.expect("attached-2", Duration::from_secs(30));
+    type_until(&mut attach, b"echo attached-$((1+1))\r", "attached-2");
 
     // A ticket is single-use, bound to its container, and needed at all.
     let ws = |u: &str| {
